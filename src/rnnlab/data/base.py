@@ -1,0 +1,129 @@
+"""What every rnnlab datamodule shares: the dimension contract and fast whole-tensor batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass(frozen=True)
+class Dims:
+    """What a datamodule tells the entry point, so no size is typed twice in the configs.
+
+    ``task``: ``classification``, ``regression`` or ``lm``; ``target``: ``last`` (one target per
+    sequence) or ``sequence`` (a target at every step). Exactly one of ``input_size`` (feature
+    vectors) and ``vocab_size`` (token ids) is set.
+    """
+
+    task: str
+    target: str
+    output_size: int
+    input_size: int | None = None
+    vocab_size: int | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def net_kwargs(self) -> dict:
+        """The keyword arguments a net is instantiated with."""
+        kwargs = {"output_size": self.output_size, "output_mode": self.target}
+        if self.vocab_size is not None:
+            kwargs["vocab_size"] = self.vocab_size
+        else:
+            kwargs["input_size"] = self.input_size
+        return kwargs
+
+
+class TensorBatches(Dataset):
+    """A dataset of whole tensors whose batches are sliced in one indexing operation.
+
+    ``DataLoader`` calls ``__getitems__`` with a batch of indices, so a batch costs one gather per
+    tensor instead of one Python call per sample; samplers (and Lightning's distributed sampler)
+    still work as with any map-style dataset.
+    """
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        sizes = {len(t) for t in tensors.values()}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"tensors of different lengths: { {k: len(v) for k, v in tensors.items()} }"
+            )
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[index] for k, v in self.tensors.items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        batch = {k: v[index] for k, v in self.tensors.items()}
+        if "lengths" in batch:
+            # trim the padding that no sequence of this batch needs
+            full, longest = batch["x"].shape[1], int(batch["lengths"].max())
+            if longest < full:
+                for k in ("x", "y"):
+                    if batch[k].dim() >= 2 and batch[k].shape[1] == full:
+                        batch[k] = batch[k][:, :longest]
+        return batch
+
+
+def _identity(batch):
+    return batch
+
+
+class RnnlabDataModule(L.LightningDataModule):
+    """Base for rnnlab datamodules: ``dims``, batch size checks and the three dataloaders."""
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(
+                f"data.num_workers must be a non-negative integer, got {num_workers!r}"
+            )
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.splits: dict[str, TensorBatches] = {}
+
+    @property
+    def dims(self) -> Dims:
+        raise NotImplementedError
+
+    def per_device_batch_size(self) -> int:
+        """``batch_size`` is the global batch: each of the world's processes takes its share."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch and must divide evenly "
+                f"across {world} processes"
+            )
+        return self.batch_size // world
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.splits:
+            self.setup()
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.per_device_batch_size(),
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

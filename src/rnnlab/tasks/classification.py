@@ -1,0 +1,80 @@
+"""Sequence classification: one label per sequence, or one per step (copy-memory, taggers)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from rnnlab.tasks.base import SequenceTask, valid_steps_mask
+
+IGNORE = -100
+
+
+class SequenceClassifier(SequenceTask):
+    """Cross-entropy over ``num_classes``; logs ``{stage}/acc`` and the best-so-far ``val/acc_best``."""
+
+    monitor = "val/acc"
+    mode = "max"
+
+    def __init__(
+        self,
+        net,
+        num_classes: int,
+        class_weights: list[float] | None = None,
+        label_smoothing: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(net, **kwargs)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        weights = (
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float)
+        )
+        if weights is not None and weights.shape != (num_classes,):
+            raise ValueError(
+                f"class_weights needs {num_classes} values, got {tuple(weights.shape)}"
+            )
+        self.register_buffer("class_weights", weights, persistent=False)
+        for stage in ("train", "val", "test"):
+            setattr(
+                self,
+                f"{stage}_acc",
+                MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
+            )
+        self.val_acc_best = MaxMetric()
+
+    def targets_and_logits(
+        self, output: torch.Tensor, batch: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flatten per-step outputs, marking padded steps with the ignore index."""
+        y = batch["y"]
+        if output.dim() == 3:  # (batch, seq, classes): one target per step
+            mask = valid_steps_mask(batch, output.shape[1])
+            if mask is not None:
+                y = y.masked_fill(~mask, IGNORE)
+            return output.reshape(-1, output.shape[-1]), y.reshape(-1)
+        return output, y
+
+    def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        logits, y = self.targets_and_logits(output, batch)
+        loss = F.cross_entropy(
+            logits,
+            y,
+            weight=self.class_weights,
+            ignore_index=IGNORE,
+            label_smoothing=self.label_smoothing,
+        )
+        acc = getattr(self, f"{stage}_acc")
+        acc(logits.detach(), y)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
