@@ -46,6 +46,8 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """Run a project script in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # this checkout's package, even where another checkout is pip-installed in editable mode
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), full_env.get("PYTHONPATH")]))
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],

@@ -107,8 +107,7 @@ def _hparams_session(logdir):
                         hparams[k] = MessageToDict(v)
                 if data.HasField("experiment"):
                     metrics |= {m.name.tag for m in data.experiment.metric_infos}
-    flat = {k: next(iter(v.values())) for k, v in hparams.items()}
-    return flat, metrics
+    return hparams, metrics
 
 
 def test_help_and_cfg_answer_without_importing_torch():
