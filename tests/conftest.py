@@ -47,7 +47,9 @@ def run_cli(
     """Run a project script in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     # this checkout's package, even where another checkout is pip-installed in editable mode
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), full_env.get("PYTHONPATH")]))
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT / "src"), full_env.get("PYTHONPATH")])
+    )
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],

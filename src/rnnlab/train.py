@@ -178,8 +178,11 @@ def metric_value(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; write metrics.json; return the metrics."""
+def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, float]:
+    """Fit, then test the best checkpoint; write metrics.json; return the metrics.
+
+    ``extra_callbacks`` join the configured ones (benchmarks and tests use it to observe a run).
+    """
     start = time.time()
     quiet_lightning_logging()
     output_dir = Path(cfg.paths.output_dir)
@@ -195,6 +198,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     config_container = OmegaConf.to_container(cfg, resolve=True)
     callbacks.append(ConfigInCheckpoint(config_container))
+    callbacks.extend(extra_callbacks)
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     except InstantiationException as e:

@@ -1,0 +1,371 @@
+"""Benchmark rnnlab against plain PyTorch and the tutorials; write the tables to BENCHMARKS.md.
+
+    python scripts/benchmark.py                      # every section, report to BENCHMARKS.md
+    python scripts/benchmark.py --sections overhead,startup --repeats 5
+    python scripts/benchmark.py --tiny --out /tmp/b.md   # seconds-long smoke run (tests use it)
+
+Each section runs its contenders in the same process, alternating, several repeats, and reports
+medians and ratios: absolute timings move with the machine's load, ratios much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+SECTIONS = ("overhead", "names", "fused", "scaling", "startup", "gpu")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class Report:
+    """Markdown tables collected section by section."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def section(self, title: str, text: str = "") -> None:
+        self.parts.append(f"\n## {title}\n")
+        if text:
+            self.parts.append(text.strip() + "\n")
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.parts.append("| " + " | ".join(header) + " |")
+        self.parts.append("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            self.parts.append("| " + " | ".join(row) + " |")
+        self.parts.append("")
+        print("\n".join(self.parts[-len(rows) - 3 :]), flush=True)
+
+    def text(self, text: str) -> None:
+        self.parts.append(text.strip() + "\n")
+
+
+# ---------------------------------------------------------------- 1. framework overhead
+
+
+def overhead(report: Report, repeats: int, tiny: bool) -> None:
+    import torch
+    from omegaconf import open_dict
+
+    from rnnlab.benchmarks import AverageDataModule, Stopwatch, parity_net, plain_loop
+    from rnnlab.config import CONF_DIR
+    from rnnlab.train import train
+
+    epochs = 2 if tiny else 10
+    n_train = 60 if tiny else 300
+
+    def rnnlab_cfg(out: Path, *extra: str):
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[
+                    "model=lstm",
+                    "model.hidden_size=20",
+                    "optimizer.lr=0.02",
+                    "trainer.accelerator=cpu",
+                    f"trainer.max_epochs={epochs}",
+                    "trainer.gradient_clip_val=null",
+                    "test=false",
+                    *extra,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            cfg.data = {
+                "_target_": "rnnlab.benchmarks.AverageDataModule",
+                "n_train": n_train,
+                "n_val": 60,
+                "seq_len": 100,
+                "batch_size": 30,
+                "seed": 0,
+            }
+        return cfg
+
+    def run_rnnlab(*extra: str) -> tuple[float, int]:
+        watch = Stopwatch()
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = rnnlab_cfg(Path(tmp), *extra)
+            train(cfg, extra_callbacks=[watch])
+            steps = epochs * -(-n_train // 30)
+        return watch.seconds, steps
+
+    dm = AverageDataModule(n_train=n_train)
+    dm.setup()
+    data = {s: dm.splits[s].tensors for s in ("train", "val")}
+
+    def run_plain() -> tuple[float, int]:
+        net = parity_net()
+        return plain_loop(net, data, epochs, 30, 0.02, torch.nn.functional.mse_loss)
+
+    contenders = {
+        "plain PyTorch loop (train + val each epoch)": run_plain,
+        "rnnlab, defaults (TensorBoard, rich progress bar, checkpoints, early stopping)": run_rnnlab,
+        "rnnlab, logger/progress bar/checkpoints off": lambda: run_rnnlab(
+            "logger=none",
+            "callbacks=none",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "+trainer.enable_checkpointing=false",
+        ),
+    }
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():  # alternate the contenders within each repeat
+            seconds, steps = fn()
+            times[name].append(seconds / steps * 1000)
+    base = median(times["plain PyTorch loop (train + val each epoch)"])
+    report.section(
+        "1. Framework overhead: Lightning's parity model",
+        f"LSTM 10->20 + Linear 20->5 at every step, {n_train} sequences x 100 steps x 10 features, "
+        f"batch 30, Adam 0.02, {epochs} epochs with a 60-sequence validation pass per epoch in "
+        f"both loops, no gradient clipping. Milliseconds per training step, median of {repeats}.",
+    )
+    report.table(
+        ["loop", "ms / step", "ratio to plain"],
+        [[name, f"{median(v):.2f}", f"{median(v) / base:.2f}x"] for name, v in times.items()],
+    )
+
+
+# ---------------------------------------------------------------- 3. fused vs cell, padded vs packed
+
+
+def fused(report: Report, repeats: int, tiny: bool) -> None:
+    import torch
+
+    from rnnlab.benchmarks import forward_backward_seconds
+    from rnnlab.nets import CharRNN, RecurrentNet
+
+    batch, seq_len, hidden = (8, 12, 16) if tiny else (64, 20, 128)
+    torch.manual_seed(0)
+    x = torch.randint(1, 60, (batch, seq_len))
+    lengths = torch.randint(3, seq_len + 1, (batch,))
+    lengths[0] = seq_len
+    x = x.masked_fill(torch.arange(seq_len)[None, :] >= lengths[:, None], 0)
+
+    nets = {
+        "`lstm` (fused nn.LSTM, padded)": RecurrentNet(
+            2, "lstm", vocab_size=60, hidden_size=hidden
+        ),
+        "`lstm` packed (pack_padded_sequence)": RecurrentNet(
+            2, "lstm", vocab_size=60, hidden_size=hidden, pack=True
+        ),
+        "`rnn` (fused nn.RNN, padded)": RecurrentNet(2, "rnn", vocab_size=60, hidden_size=hidden),
+        "`rnn` packed": RecurrentNet(2, "rnn", vocab_size=60, hidden_size=hidden, pack=True),
+        "`char_rnn` (the tutorial cell, step by step)": CharRNN(
+            2, vocab_size=60, hidden_size=hidden
+        ),
+    }
+    try:
+        from rnnlab.nets import UnrolledNet  # noqa: F401  (cell-by-cell nets, when present)
+    except ImportError:
+        UnrolledNet = None
+    if UnrolledNet is not None:
+        nets["`lstm_cell` (nn.LSTMCell, step by step)"] = UnrolledNet(
+            output_size=2, cell="lstm", vocab_size=60, hidden_size=hidden
+        )
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    for _ in range(repeats):
+        for name, net in nets.items():
+            times[name].append(forward_backward_seconds(net, x, lengths, repeats=3) * 1000)
+    base = median(times["`lstm` (fused nn.LSTM, padded)"])
+    report.section(
+        "3. Fused against cell-by-cell, padded against packed",
+        f"Forward + backward of one batch of {batch} token sequences of length 3..{seq_len} "
+        f"(names-like), hidden {hidden}, median of {repeats} x 3 passes.",
+    )
+    report.table(
+        ["net", "ms / batch", "ratio to fused padded LSTM"],
+        [[k, f"{median(v):.2f}", f"{median(v) / base:.2f}x"] for k, v in times.items()],
+    )
+
+
+# ---------------------------------------------------------------- 4. scaling
+
+
+def scaling(report: Report, repeats: int, tiny: bool) -> None:
+    import torch
+
+    from rnnlab.benchmarks import forward_backward_seconds
+    from rnnlab.nets import RecurrentNet
+
+    n_seq = 64 if tiny else 512
+    lengths = [32, 64] if tiny else [32, 64, 128, 256, 512, 1024]
+    rows = []
+    torch.manual_seed(0)
+    for batch in [32] if tiny else [32, 128]:
+        for hidden in [32] if tiny else [64, 256]:
+            net = RecurrentNet(1, "lstm", input_size=8, hidden_size=hidden)
+            per_step = []
+            for T in lengths:
+                x = torch.randn(batch, T, 8)
+                seconds = forward_backward_seconds(net, x, None, repeats=repeats)
+                epoch = seconds * n_seq / batch
+                per_step.append(epoch / T)
+                rows.append(
+                    [
+                        str(batch),
+                        str(hidden),
+                        str(T),
+                        f"{epoch * 1000:.1f}",
+                        f"{epoch / T * 1e6:.1f}",
+                    ]
+                )
+            growth = per_step[-1] / per_step[0]
+            rows.append(
+                [
+                    str(batch),
+                    str(hidden),
+                    "growth",
+                    "",
+                    f"per-step cost x{growth:.2f} from T={lengths[0]} to T={lengths[-1]}",
+                ]
+            )
+    report.section(
+        "4. Scaling with sequence length, hidden size and batch",
+        f"LSTM, 8 input features, forward + backward over an epoch of {n_seq} sequences. "
+        "Linear growth in length shows as a flat time per step.",
+    )
+    report.table(["batch", "hidden", "T", "ms / epoch", "us per time step"], rows)
+
+
+# ---------------------------------------------------------------- 5. start-up
+
+
+def startup(report: Report, repeats: int, tiny: bool) -> None:
+    from rnnlab.benchmarks import command_seconds, python_command
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = {
+            '`python -c "import torch"`': python_command("-c", "import torch"),
+            "`python train.py --help`": python_command("train.py", "--help"),
+            "`python train.py --cfg job`": python_command("train.py", "--cfg", "job"),
+            "`python train.py debug=fast`": python_command(
+                "train.py", "debug=fast", f"hydra.run.dir={tmp}/fast", "data.n_train=256"
+            ),
+        }
+        times: dict[str, list[float]] = {k: [] for k in commands}
+        for _ in range(max(1, repeats)):
+            for name, cmd in commands.items():
+                times[name].append(command_seconds(cmd, repeats=1, env=env))
+    base = median(times['`python -c "import torch"`'])
+    report.section("5. Start-up", f"Wall seconds of whole processes, median of {max(1, repeats)}.")
+    report.table(
+        ["command", "seconds", "ratio to import torch"],
+        [[k, f"{median(v):.2f}", f"{median(v) / base:.2f}x"] for k, v in times.items()],
+    )
+
+
+# ---------------------------------------------------------------- 2. names
+
+
+def names(report: Report, repeats: int, tiny: bool) -> None:
+    try:
+        from rnnlab.benchmarks_names import names_section
+    except ImportError:
+        report.section(
+            "2. Names time-to-accuracy", "Not measured: the names data module is absent."
+        )
+        return
+    names_section(report, repeats, tiny)
+
+
+# ---------------------------------------------------------------- 6. GPU
+
+
+def gpu(report: Report, repeats: int, tiny: bool) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        report.section("6. GPU", "Not measured in this run: no CUDA device on this machine.")
+        return
+    try:
+        from rnnlab.benchmarks_gpu import gpu_section
+    except ImportError:
+        report.section("6. GPU", "A CUDA device is present but no GPU section is installed.")
+        return
+    gpu_section(report, repeats, tiny)
+
+
+def machine_description() -> str:
+    import lightning
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    return (
+        f"- Machine: {cpu}, {os.cpu_count()} cores ({threads} torch threads), "
+        f"{platform.system()} {platform.release()}\n"
+        f"- Python {platform.python_version()}, torch {torch.__version__}, "
+        f"lightning {lightning.__version__}\n"
+        f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+        f"- Command: `python scripts/benchmark.py {' '.join(sys.argv[1:])}`"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: checks that it runs")
+    parser.add_argument("--out", default="BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    from rnnlab.train import quiet_lightning_logging
+
+    quiet_lightning_logging()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("rnnlab").setLevel(logging.ERROR)
+
+    report = Report()
+    start = time.time()
+    for name in SECTIONS:
+        if name in chosen:
+            globals()[name](report, args.repeats, args.tiny)
+    header = (
+        "# Benchmarks\n\nMade by `scripts/benchmark.py`; ratios come from one process run, "
+        "alternating the contenders.\n\n"
+        + machine_description()
+        + f"\n- Total benchmark time: {time.time() - start:.0f} s\n"
+    )
+    Path(args.out).write_text(header + "\n".join(report.parts) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

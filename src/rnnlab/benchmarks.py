@@ -1,0 +1,151 @@
+"""Measurements behind `scripts/benchmark.py`: rnnlab against plain PyTorch on the same work.
+
+Each measurement returns seconds; the script alternates the contenders, repeats, and reports
+medians and ratios from one process run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from rnnlab.config import ROOT
+from rnnlab.data.base import Dims, RnnlabDataModule, TensorBatches
+from rnnlab.nets import RecurrentNet
+
+
+class AverageDataModule(RnnlabDataModule):
+    """Lightning's own RNN parity task: 10 features per step, 5 targets per step.
+
+    The target is ``top + roll(bottom)`` of the two feature halves (Lightning's AverageDataset).
+    """
+
+    def __init__(
+        self,
+        n_train: int = 300,
+        n_val: int = 60,
+        seq_len: int = 100,
+        batch_size: int = 30,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.n_train, self.n_val, self.seq_len = n_train, n_val, seq_len
+
+    @property
+    def dims(self) -> Dims:
+        return Dims(task="regression", target="sequence", output_size=5, input_size=10)
+
+    @staticmethod
+    def make(n: int, seq_len: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        x = torch.randn(n, seq_len, 10, generator=g)
+        top, bottom = x.chunk(2, -1)
+        return {"x": x, "y": top + bottom.roll(shifts=1, dims=-1)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        g = torch.Generator().manual_seed(self.seed)
+        self.splits["train"] = TensorBatches(**self.make(self.n_train, self.seq_len, g))
+        self.splits["val"] = TensorBatches(**self.make(self.n_val, self.seq_len, g))
+        self.splits["test"] = self.splits["val"]
+
+
+class Stopwatch(L.Callback):
+    """Wall time of ``trainer.fit``'s loop (training and validation, no set-up or test)."""
+
+    def __init__(self) -> None:
+        self.start = self.end = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def plain_loop(
+    net: nn.Module,
+    data: dict[str, dict[str, torch.Tensor]],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    loss_fn: Callable,
+    seed: int = 0,
+    validate: bool = True,
+) -> tuple[float, int]:
+    """A hand-written training loop: shuffle, step, validate each epoch. Returns (seconds, steps)."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    train, val = data["train"], data["val"]
+    n = len(train["x"])
+    steps = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        net.train()
+        for idx in torch.randperm(n).split(batch_size):
+            loss = loss_fn(net(train["x"][idx], None), train["y"][idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        if validate:
+            net.eval()
+            with torch.no_grad():
+                total = 0.0
+                for idx in torch.arange(len(val["x"])).split(batch_size):
+                    total += float(loss_fn(net(val["x"][idx], None), val["y"][idx])) * len(idx)
+    return time.perf_counter() - start, steps
+
+
+def forward_backward_seconds(
+    net: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, repeats: int = 5
+) -> float:
+    """Median seconds of one forward+backward pass of ``net`` on a batch."""
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        out = net(x, lengths)
+        out.float().pow(2).mean().backward()
+        if i:  # the first pass warms up
+            times.append(time.perf_counter() - start)
+        net.zero_grad(set_to_none=True)
+    return statistics.median(times)
+
+
+def command_seconds(args: list[str], repeats: int = 3, env: dict | None = None) -> float:
+    """Median wall seconds of a command run from the project root."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(args, cwd=ROOT, capture_output=True, check=True, env=env)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def python_command(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def parity_net(seed: int = 0) -> RecurrentNet:
+    """Lightning's parity model: LSTM 10 -> 20 and Linear 20 -> 5 at every step."""
+    torch.manual_seed(seed)
+    return RecurrentNet(
+        output_size=5, cell="lstm", input_size=10, hidden_size=20, output_mode="sequence"
+    )
+
+
+def project_path(*parts: str) -> Path:
+    return ROOT.joinpath(*parts)
