@@ -97,6 +97,7 @@ def build_components(cfg: DictConfig, datamodule_state: dict | None = None):
         task = build_task(dims, net, optimizer=optimizer, scheduler=scheduler, **task_kwargs)
     except (ValueError, TypeError) as e:
         raise RnnlabError(f"invalid task config: {e}") from e
+    task.set_monitor(cfg.monitor.metric, cfg.monitor.mode)
     return datamodule, dims, net, task
 
 

@@ -7,13 +7,22 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, Metric, MinMetric
+
+STAGES = ("train", "val", "test")
 
 
 class SequenceTask(L.LightningModule):
     """Wraps any net ``net(x, lengths) -> output``; owns the loss, metrics and optimizers.
 
-    Subclasses set ``monitor``/``mode`` (the metric checkpoints, early stopping and sweeps follow)
-    and implement ``loss_and_update(stage, output, batch)``.
+    Subclasses set ``monitor``/``mode`` (the metric checkpoints, early stopping and sweeps follow),
+    implement ``loss_and_update(stage, output, batch)`` (return the loss, update the stage's
+    metrics) and ``stage_metrics(stage)`` (the metrics logged as ``{stage}/{name}``).
+
+    Metrics are updated every step but logged once per epoch, and the training loss reaches the
+    progress bar and the loggers only on the steps the trainer writes logs
+    (``trainer.log_every_n_steps``): each ``self.log`` call costs a fraction of a millisecond,
+    which is a large share of a small recurrent net's step.
     """
 
     monitor: str = "val/loss"
@@ -35,27 +44,33 @@ class SequenceTask(L.LightningModule):
                 f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
         self.scheduler_interval = scheduler_interval
+        for stage in STAGES:
+            setattr(self, f"{stage}_loss", MeanMetric())
+        self.set_monitor(self.monitor, self.mode)
+
+    def set_monitor(self, metric: str, mode: str) -> None:
+        """Follow ``metric`` (``min`` or ``max``): its best-so-far value is logged as ``{metric}_best``."""
+        self.monitor, self.mode = metric, mode
+        self.val_best = MaxMetric() if mode == "max" else MinMetric()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, lengths)
 
+    def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The loss of a batch; also updates the stage's metrics."""
+        raise NotImplementedError
+
+    def stage_metrics(self, stage: str) -> dict[str, Metric]:
+        """The metrics of a stage besides the loss, by name (``acc`` -> ``{stage}/acc``)."""
+        return {}
+
     def step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         output = self(batch["x"], batch.get("lengths"))
         loss = self.loss_and_update(stage, output, batch)
-        batch_size = len(batch["x"])
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=stage != "test",
-            batch_size=batch_size,
-            sync_dist=stage != "train",
-        )
+        getattr(self, f"{stage}_loss").update(loss.detach(), len(batch["x"]))
+        if stage == "train" and self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
-
-    def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
-        raise NotImplementedError
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.step("train", batch)
@@ -68,6 +83,33 @@ class SequenceTask(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self(batch["x"], batch.get("lengths"))
+
+    def log_stage(self, stage: str) -> dict[str, torch.Tensor]:
+        """Log the stage's epoch metrics (reduced across processes by torchmetrics), then reset."""
+        loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
+        values = {loss_name: getattr(self, f"{stage}_loss")}
+        values.update({f"{stage}/{k}": m for k, m in self.stage_metrics(stage).items()})
+        computed = {}
+        for name, metric in values.items():
+            if metric.update_count == 0:  # e.g. a stage limited to zero batches
+                continue
+            computed[name] = metric.compute()
+            metric.reset()
+        self.log_dict(computed, prog_bar=stage == "val")
+        return computed
+
+    def on_train_epoch_end(self) -> None:
+        self.log_stage("train")
+
+    def on_validation_epoch_end(self) -> None:
+        computed = self.log_stage("val")
+        if self.trainer.sanity_checking or self.monitor not in computed:
+            return
+        self.val_best(computed[self.monitor])
+        self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_stage("test")
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))

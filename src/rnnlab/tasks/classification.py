@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MaxMetric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from rnnlab.tasks.base import SequenceTask, valid_steps_mask
@@ -45,7 +45,6 @@ class SequenceClassifier(SequenceTask):
                 f"{stage}_acc",
                 MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
             )
-        self.val_acc_best = MaxMetric()
 
     def targets_and_logits(
         self, output: torch.Tensor, batch: dict
@@ -68,13 +67,8 @@ class SequenceClassifier(SequenceTask):
             ignore_index=IGNORE,
             label_smoothing=self.label_smoothing,
         )
-        acc = getattr(self, f"{stage}_acc")
-        acc(logits.detach(), y)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        getattr(self, f"{stage}_acc").update(logits.detach(), y)
         return loss
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+    def stage_metrics(self, stage: str) -> dict[str, Metric]:
+        return {"acc": getattr(self, f"{stage}_acc")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics import MeanSquaredError, MinMetric
+from torchmetrics import MeanSquaredError, Metric
 
 from rnnlab.tasks.base import SequenceTask, valid_steps_mask
 
@@ -18,7 +18,6 @@ class SequenceRegressor(SequenceTask):
         super().__init__(net, **kwargs)
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_mse", MeanSquaredError())
-        self.val_mse_best = MinMetric()
 
     def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
         y = batch["y"]
@@ -27,13 +26,8 @@ class SequenceRegressor(SequenceTask):
             if mask is not None:
                 output, y = output[mask], y[mask]
         loss = torch.nn.functional.mse_loss(output, y)
-        mse = getattr(self, f"{stage}_mse")
-        mse(output.detach(), y)
-        self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        getattr(self, f"{stage}_mse").update(output.detach(), y)
         return loss
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        self.val_mse_best(self.val_mse.compute())
-        self.log("val/mse_best", self.val_mse_best.compute(), prog_bar=True, sync_dist=True)
+    def stage_metrics(self, stage: str) -> dict[str, Metric]:
+        return {"mse": getattr(self, f"{stage}_mse")}
