@@ -3,5 +3,16 @@
 from rnnlab.nets.char_rnn import CharRNN, CharRNNCell
 from rnnlab.nets.common import last_valid_step
 from rnnlab.nets.recurrent import RecurrentNet
+from rnnlab.nets.reference import NumpyRNN, rnn_forward
+from rnnlab.nets.unrolled import CellStack, UnrolledNet
 
-__all__ = ["CharRNN", "CharRNNCell", "RecurrentNet", "last_valid_step"]
+__all__ = [
+    "CellStack",
+    "CharRNN",
+    "CharRNNCell",
+    "NumpyRNN",
+    "RecurrentNet",
+    "UnrolledNet",
+    "last_valid_step",
+    "rnn_forward",
+]

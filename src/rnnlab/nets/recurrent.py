@@ -78,9 +78,15 @@ class RecurrentNet(nn.Module):
         )
         if cell == "rnn":
             kwargs["nonlinearity"] = nonlinearity
-        self.rnn = CELLS[cell](**kwargs)
-        self.head = nn.Linear(hidden_size * self.num_directions, output_size)
+        self.rnn = self.make_recurrent(cell, **kwargs)
+        # the recurrent weights are drawn before the head is built, as in seed 001's Net, so the
+        # same seed gives the same numbers
         init_recurrent_(self, init, init_std)
+        self.head = nn.Linear(hidden_size * self.num_directions, output_size)
+
+    def make_recurrent(self, cell: str, **kwargs) -> nn.Module:
+        """The recurrent layer stack: a fused nn.RNN, nn.LSTM or nn.GRU."""
+        return CELLS[cell](**kwargs)
 
     def features(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
