@@ -60,14 +60,26 @@ class CharRNN(nn.Module):
         self.output_mode = output_mode
         self.cell = CharRNNCell(self.encoder.output_size, hidden_size, output_size)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Token ids or features -> (batch, seq, features) as the cell reads them."""
         if self.one_hot_size:
             x = nn.functional.one_hot(x, self.one_hot_size).to(self.cell.i2h.weight.dtype)
-        x = self.encoder(x)  # (batch, seq, features)
+        return self.encoder(x)  # (batch, seq, features)
+
+    def unroll(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every step's output and the hidden state each step reads (``h_0`` .. ``h_{T-1}``)."""
+        x = self.encode(x)  # (batch, seq, features)
         batch, seq_len, _ = x.shape
-        hidden = x.new_zeros(batch, self.hidden_size)
-        outputs = []
+        if hidden is None:
+            hidden = x.new_zeros(batch, self.hidden_size)
+        outputs, states = [], []
         for t in range(seq_len):
+            states.append(hidden)
             out, new_hidden = self.cell(x[:, t], hidden)
             if lengths is not None and self.output_mode == "last":
                 # freeze finished sequences so the final state is the one at their last valid step
@@ -76,6 +88,10 @@ class CharRNN(nn.Module):
                 out = torch.where(keep, out, outputs[-1]) if outputs else out
             hidden = new_hidden
             outputs.append(out)
+        return outputs, states
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        outputs, _ = self.unroll(x, lengths)
         if self.output_mode == "sequence":
             return torch.stack(outputs, dim=1)  # (batch, seq, output)
         return outputs[-1]  # (batch, output)

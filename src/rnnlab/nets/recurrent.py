@@ -106,6 +106,10 @@ class RecurrentNet(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         out, _ = self.features(x, lengths)  # (batch, seq, dirs*hidden)
+        return self.readout(out, lengths)
+
+    def readout(self, out: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The head over the stack's outputs (batch, seq, dirs*hidden): every step or the last valid."""
         if self.output_mode == "sequence":
             return self.head(out)  # (batch, seq, output)
         if self.num_directions == 2:

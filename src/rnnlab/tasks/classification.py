@@ -58,15 +58,20 @@ class SequenceClassifier(SequenceTask):
             return output.reshape(-1, output.shape[-1]), y.reshape(-1)
         return output, y
 
-    def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The training objective on one batch; touches no metric."""
         logits, y = self.targets_and_logits(output, batch)
-        loss = F.cross_entropy(
+        return F.cross_entropy(
             logits,
             y,
             weight=self.class_weights,
             ignore_index=IGNORE,
             label_smoothing=self.label_smoothing,
         )
+
+    def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        loss = self.loss(output, batch)
+        logits, y = self.targets_and_logits(output, batch)
         getattr(self, f"{stage}_acc").update(logits.detach(), y)
         return loss
 
