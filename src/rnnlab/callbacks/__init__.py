@@ -1,1 +1,1 @@
-"""Lightning callbacks that draw or write what a run shows in TensorBoard."""
+"""Lightning callbacks that draw or write what a run shows for review in TensorBoard."""
