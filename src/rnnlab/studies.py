@@ -91,7 +91,11 @@ def collect(sweep_dir: str | Path) -> list[StudyRun]:
     return sorted(runs, key=lambda r: (r.task, r.model, r.T))
 
 
-MODEL_STYLE = {"rnn": ("tab:red", "o"), "lstm": ("tab:blue", "s"), "gru": ("tab:green", "^")}
+MODEL_STYLE = {
+    "rnn": ("tab:red", "o"),
+    "lstm": ("tab:blue", "s"),
+    "gru": ("tab:green", "^"),
+}
 
 
 def plot(runs: list[StudyRun], path: Path) -> None:
@@ -105,18 +109,18 @@ def plot(runs: list[StudyRun], path: Path) -> None:
     models = sorted({r.model for r in runs}, key=lambda m: (m not in MODEL_STYLE, m))
     fig = Figure(figsize=(4.2 * (len(tasks) + 1), 3.6), dpi=90)
     axes = fig.subplots(1, len(tasks) + 1, squeeze=False)[0]
+
+    def draw(ax, task: str, model: str, value: str, **style) -> None:
+        sel = [r for r in runs if r.task == task and r.model == model]
+        sel = [r for r in sel if getattr(r, value) is not None]
+        if sel:
+            color, marker = MODEL_STYLE.get(model, (None, "x"))
+            ys = [getattr(r, value) for r in sel]
+            ax.plot([r.T for r in sel], ys, marker=marker, color=color, **style)
+
     for ax, task in zip(axes, tasks, strict=False):
         for model in models:
-            sel = [r for r in runs if r.task == task and r.model == model]
-            if sel:
-                color, marker = MODEL_STYLE.get(model, (None, "x"))
-                ax.plot(
-                    [r.T for r in sel],
-                    [r.error for r in sel],
-                    marker=marker,
-                    color=color,
-                    label=model,
-                )
+            draw(ax, task, model, "error", label=model)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8, label="trivial baseline")
         metric = next(r.metric for r in runs if r.task == task)
         ax.set_title(f"{task}: final {metric} / baseline", fontsize=10)
@@ -124,22 +128,16 @@ def plot(runs: list[StudyRun], path: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     ax = axes[-1]
-    linestyles = ["-", ":", "-.", "--"]
     for model in models:
-        for task, linestyle in zip(tasks, linestyles * len(tasks), strict=False):
-            sel = [
-                r for r in runs if r.task == task and r.model == model and r.log10_ratio is not None
-            ]
-            if sel:
-                color, marker = MODEL_STYLE.get(model, (None, "x"))
-                ax.plot(
-                    [r.T for r in sel],
-                    [r.log10_ratio for r in sel],
-                    marker=marker,
-                    color=color,
-                    linestyle=linestyle,
-                    label=f"{model} ({task})",
-                )
+        for task, linestyle in zip(tasks, ["-", ":", "-.", "--"] * len(tasks), strict=False):
+            draw(
+                ax,
+                task,
+                model,
+                "log10_ratio",
+                linestyle=linestyle,
+                label=f"{model} ({task})",
+            )
     ax.set_title("gradient flow: log10 ||dL/dh_1|| / ||dL/dh_T||", fontsize=10)
     ax.set_xlabel("sequence length T")
     ax.legend(fontsize=7)
@@ -182,4 +180,8 @@ class VanishingReport(Callback):
         except RnnlabError as e:
             log.error("vanishing report: %s", e)
             return
-        log.info("Vanishing-gradient study: %s\n%s", path, path.with_suffix(".md").read_text())
+        log.info(
+            "Vanishing-gradient study: %s\n%s",
+            path,
+            path.with_suffix(".md").read_text(),
+        )
