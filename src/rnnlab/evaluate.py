@@ -5,34 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab.config import RnnlabError
+from rnnlab.reliability import check_weights_fit, load_checkpoint
 from rnnlab.train import build_components, metric_value, quiet_lightning_logging
 
 log = logging.getLogger("rnnlab")
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint as plain data (``weights_only``: it cannot run code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RnnlabError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here means "not a checkpoint we can read"
-        raise RnnlabError(f"{path} is not a readable checkpoint ({type(e).__name__})") from e
-    if (
-        not isinstance(checkpoint, dict)
-        or "rnnlab" not in checkpoint
-        or "state_dict" not in checkpoint
-    ):
-        raise RnnlabError(f"{path} is not an rnnlab checkpoint (it holds no run config)")
-    return checkpoint
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -53,6 +34,7 @@ def restore(ckpt_path: str | Path, overrides: list[str] = ()):
     checkpoint = load_checkpoint(ckpt_path)
     cfg = apply_overrides(OmegaConf.create(checkpoint["rnnlab"]["config"]), list(overrides))
     datamodule, dims, net, task = _components_with_state(cfg, checkpoint)
+    check_weights_fit(ckpt_path, checkpoint, task, cfg)
     try:
         task.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as e:

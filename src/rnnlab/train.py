@@ -20,6 +20,8 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from rnnlab import reliability
+from rnnlab.checks import check_config
 from rnnlab.config import RnnlabError
 from rnnlab.tasks import TASKS, build_task
 
@@ -187,9 +189,13 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
     start = time.time()
     quiet_lightning_logging()
     output_dir = Path(cfg.paths.output_dir)
+    check_config(cfg)
+    ckpt_path = reliability.resolve_ckpt_path(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule, dims, net, task = build_components(cfg)
+    task.nan_policy = cfg.get("nan_policy", "stop")
+    resume_step = reliability.check_resume(ckpt_path, task, cfg)
 
     callbacks = instantiate_group(cfg, "callbacks")
     loggers = instantiate_group(cfg, "logger")
@@ -198,10 +204,14 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     config_container = OmegaConf.to_container(cfg, resolve=True)
-    callbacks.append(ConfigInCheckpoint(config_container))
-    callbacks.extend(extra_callbacks)
+    guard = reliability.RunGuard(cfg.seed, output_dir / "checkpoints")
+    callbacks += [ConfigInCheckpoint(config_container), guard, *extra_callbacks]
+    reliability.continue_event_files(loggers, resume_step)
+    plugins = [reliability.AtomicCheckpointIO()]
     try:
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins
+        )
     except InstantiationException as e:
         raise RnnlabError(f"invalid trainer config: {e.__cause__ or e}") from e
     except (ValueError, RuntimeError) as e:  # e.g. MisconfigurationException for devices
@@ -222,27 +232,55 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
         type(task).__name__,
     )
 
+    git = reliability.git_info()
+    if trainer.is_global_zero:
+        reliability.write_run_info(output_dir, git)
     if cfg.get("train", True):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics: dict[str, float] = {
-        k: metric_value(v)
-        for k, v in trainer.callback_metrics.items()
-        if not k.startswith("train/") or k == "train/loss_epoch"
-    }
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except reliability.STOPS as e:
+            write_metrics(output_dir, trainer, current_metrics(trainer), monitor, start, git, e)
+            raise reliability.stopped(e, trainer, guard) from None
+    metrics = current_metrics(trainer)
 
     if cfg.get("test", True):
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not cfg.get("train", True):
-            ckpt = cfg.get("ckpt_path")
+            ckpt = ckpt_path
         if not ckpt:
             log.info("No best checkpoint: testing the current weights")
         test_results = trainer.test(
-            task, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False
+            task, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False, weights_only=True
         )
         for results in test_results:
             metrics.update({k: metric_value(v) for k, v in results.items()})
 
     metrics = {k: v for k, v in sorted(metrics.items())}
+    write_metrics(output_dir, trainer, metrics, monitor, start, git)
+    if trainer.is_global_zero:
+        report(output_dir, metrics, getattr(datamodule, "baselines", {}))
+    return metrics
+
+
+def current_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The epoch-level metrics the trainer holds now (training steps left out)."""
+    return {
+        k: metric_value(v)
+        for k, v in sorted(trainer.callback_metrics.items())
+        if not k.startswith("train/") or k == "train/loss_epoch"
+    }
+
+
+def write_metrics(
+    output_dir: Path,
+    trainer: L.Trainer,
+    metrics: dict[str, float],
+    monitor: str,
+    start: float,
+    git: dict[str, Any],
+    stopped_by: BaseException | None = None,
+) -> None:
+    """``metrics.json``: the metrics, where the run got to, its git state and how it ended."""
     record = {
         "metrics": metrics,
         "monitor": monitor,
@@ -252,12 +290,12 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "duration_s": round(time.time() - start, 3),
+        "status": reliability.status_of(stopped_by),
+        **git,
     }
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-        report(output_dir, metrics, getattr(datamodule, "baselines", {}))
-    return metrics
 
 
 def report(output_dir: Path, metrics: dict[str, float], baselines: dict[str, float]) -> None:
@@ -279,7 +317,7 @@ def run(cfg: DictConfig) -> float | None:
     except RnnlabError as e:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))
     key = cfg.get("optimized_metric") or f"{cfg.monitor.metric}_best"
     value = metrics.get(key)
     if value is None:

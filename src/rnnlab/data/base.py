@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from rnnlab.data.resumable import ResumableLoader
+
 
 @dataclass(frozen=True)
 class Dims:
@@ -107,14 +109,17 @@ class RnnlabDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:
             self.setup()
-        return DataLoader(
-            self.splits[split],
+        kwargs = dict(
             batch_size=self.per_device_batch_size(),
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=_identity,
             persistent_workers=self.num_workers > 0,
         )
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if shuffle and world == 1:
+            # an order from (seed, epoch) alone, resumable mid-epoch (DDP: Lightning's sampler)
+            return ResumableLoader(self.splits[split], seed=self.seed, **kwargs)
+        return DataLoader(self.splits[split], shuffle=shuffle, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MinMetric
 
@@ -27,6 +28,8 @@ class SequenceTask(L.LightningModule):
 
     monitor: str = "val/loss"
     mode: str = "min"
+    nan_policy: str = "stop"  # what a NaN/inf training loss does: stop | skip
+    skipped_batches: int = 0
 
     def __init__(
         self,
@@ -64,15 +67,32 @@ class SequenceTask(L.LightningModule):
         """The metrics of a stage besides the loss, by name (``acc`` -> ``{stage}/acc``)."""
         return {}
 
-    def step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         output = self(batch["x"], batch.get("lengths"))
         loss = self.loss_and_update(stage, output, batch)
+        if stage == "train" and not torch.isfinite(loss):
+            return self.non_finite_loss(loss)
         getattr(self, f"{stage}_loss").update(loss.detach(), len(batch["x"]))
         if stage == "train" and self.trainer._logger_connector.should_update_logs:
             self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def non_finite_loss(self, loss: torch.Tensor) -> None:
+        """A NaN/inf training loss: stop (``nan_policy=stop``) or skip the batch and count it."""
+        from rnnlab.reliability import NonFiniteLoss
+
+        if self.nan_policy != "skip":
+            raise NonFiniteLoss(loss.item(), self.global_step, self.current_epoch)
+        self.skipped_batches += 1
+        rank_zero_warn(
+            f"skipped a batch with a {loss.item()} loss at step {self.global_step} "
+            f"({self.skipped_batches} so far)"
+        )
+        # per epoch: how many batches were skipped
+        self.log("train/skipped_batches", 1.0, on_step=False, on_epoch=True, reduce_fx="sum")
+        return None  # Lightning skips backward and the optimizer step
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         return self.step("train", batch)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
