@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.atomic import atomic_torch_save
 from rnnlab.config import ROOT, RnnlabError
 from rnnlab.data.resumable import epoch_seed
 
@@ -63,28 +62,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location = map_location or (lambda storage, loc: storage)
         weights_only = True if weights_only is None else weights_only
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a same-folder temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class LastCheckpoint(Checkpoint):
@@ -389,14 +366,10 @@ def resume_command(ckpt: Path) -> str:
 
 def last_good_checkpoint(trainer: L.Trainer) -> str | None:
     """The newest checkpoint this run wrote, if any."""
-    for callback in trainer.checkpoint_callbacks:
-        for path in (
-            getattr(callback, "last_model_path", ""),
-            getattr(callback, "best_model_path", ""),
-        ):
-            if path and Path(path).is_file():
-                return path
-    return None
+    callbacks = trainer.checkpoint_callbacks
+    paths = [getattr(c, "last_model_path", "") for c in callbacks]
+    paths += [getattr(c, "best_model_path", "") for c in callbacks]
+    return next((p for p in paths if p and Path(p).is_file()), None)
 
 
 # how a fit can end early on purpose: a signal (Lightning's SIGTERMException) or a NaN/inf loss
