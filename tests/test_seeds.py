@@ -13,7 +13,16 @@ from hydra.utils import instantiate
 from torch import nn
 
 from rnnlab.nets import CellStack, NumpyRNN, RecurrentNet, UnrolledNet, rnn_forward
-from rnnlab.seeds import SEEDS, Seed001Net, SeedCheck, hand_chain, like_printed, seed_001_net
+from rnnlab.seeds import (
+    SEED_002_PARAMS,
+    SEED_004_DATASET,
+    SEEDS,
+    Seed001Net,
+    SeedCheck,
+    hand_chain,
+    like_printed,
+    seed_001_net,
+)
 from rnnlab.train import train
 
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -139,22 +148,6 @@ def test_seed001_config_init_normal_is_the_notebook_scheme(cfg_factory):
 # ------------------------------------------------------------------ seed 002: 3-layer relu RNN
 
 
-SEED_002_PARAMS = {
-    "weight_ih_l0": "-0.0075",
-    "weight_hh_l0": "0.5364",
-    "bias_ih_l0": "-0.8230",
-    "bias_hh_l0": "-0.7359",
-    "weight_ih_l1": "-0.3852",
-    "weight_hh_l1": "0.2682",
-    "bias_ih_l1": "-0.0198",
-    "bias_hh_l1": "0.7929",
-    "weight_ih_l2": "-0.0887",
-    "weight_hh_l2": "0.2646",
-    "bias_ih_l2": "-0.3022",
-    "bias_hh_l2": "-0.1966",
-}
-
-
 def seed_002_run() -> tuple[RecurrentNet, torch.Tensor, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     net = RecurrentNet(
@@ -258,13 +251,6 @@ def test_seed003_lstm_shapes():
 
 
 # ------------------------------------------------------------------ seed 004: RNNCell loop vs nn.RNN
-
-
-SEED_004_DATASET = [
-    [[1.0843, -0.6787, 1.2429, 0.8117]],
-    [[-0.0520, 0.4230, 0.1857, 0.3270]],
-    [[0.2392, 0.2887, -0.1591, -1.3133]],
-]
 
 
 def test_seed004_rnn_cell_loop_on_the_printed_dataset_equals_nn_rnn():
