@@ -57,6 +57,20 @@ def test_the_replay_reproduces_the_fused_net_at_every_layer_and_step(cell, kwarg
                 torch.testing.assert_close(trace.hidden[layer][t], h_n[layer], rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_the_replay_reproduces_the_cell_by_cell_nets(cell):
+    from rnnlab.nets import UnrolledNet
+
+    torch.manual_seed(0)
+    net = UnrolledNet(output_size=2, cell=cell, input_size=3, hidden_size=5, num_layers=2).eval()
+    x, lengths = torch.randn(4, 6, 3), torch.tensor([6, 3, 5, 1])
+    with torch.no_grad():
+        trace = replay.trace(net, x, lengths)
+        assert (trace.output - net(x, lengths)).abs().max().item() < 1e-6
+        out, _ = net.rnn(net.encoder(x))
+        assert (trace.hidden_sequence(1) - out).abs().max().item() < 1e-6
+
+
 def test_lstm_gate_replay_equals_nn_lstm_in_float32():
     torch.manual_seed(3)
     net = RecurrentNet(output_size=2, cell="lstm", input_size=4, hidden_size=6, num_layers=2).eval()

@@ -206,6 +206,14 @@ class GradientFlow(_FixedBatchCallback):
     ``grad_flow/log10_ratio`` is its log10; deeper layers add ``grad_flow/ratio_layer<k>``.
     """
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if not callable(getattr(pl_module, "loss", None)):
+            raise RnnlabError(
+                f"GradientFlow needs a task with a loss(output, batch) method; "
+                f"{type(pl_module).__name__} has none"
+            )
+
     def observe(self, trainer, pl_module, batch: dict, on_step: bool) -> None:
         norms = gradient_flow(pl_module.net, pl_module.loss, batch)
         ratio = flow_ratio(norms[0])

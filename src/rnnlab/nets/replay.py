@@ -73,12 +73,16 @@ def gru_step(
     return {"r": r, "z": z, "n": n, "h": h}
 
 
-def layer_weights(rnn: nn.RNNBase, layer: int) -> list[torch.Tensor]:
-    """``[W_ih, W_hh, b_ih, b_hh]`` of one forward-direction layer (zeros where bias=False)."""
-    w_ih = getattr(rnn, f"weight_ih_l{layer}")
-    w_hh = getattr(rnn, f"weight_hh_l{layer}")
+def layer_weights(rnn: nn.Module, layer: int) -> list[torch.Tensor]:
+    """``[W_ih, W_hh, b_ih, b_hh]`` of one forward-direction layer (zeros where bias=False).
+
+    ``rnn`` is a fused ``nn.RNN``/``nn.LSTM``/``nn.GRU`` or a ``CellStack`` of one cell per layer.
+    """
+    owner, suffix = (rnn.cells[layer], "") if hasattr(rnn, "cells") else (rnn, f"_l{layer}")
+    w_ih = getattr(owner, f"weight_ih{suffix}")
+    w_hh = getattr(owner, f"weight_hh{suffix}")
     if rnn.bias:
-        return [w_ih, w_hh, getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")]
+        return [w_ih, w_hh, getattr(owner, f"bias_ih{suffix}"), getattr(owner, f"bias_hh{suffix}")]
     zeros = w_ih.new_zeros(w_ih.shape[0])
     return [w_ih, w_hh, zeros, zeros]
 
@@ -86,7 +90,7 @@ def layer_weights(rnn: nn.RNNBase, layer: int) -> list[torch.Tensor]:
 def replay_recurrent(
     net: RecurrentNet, x: torch.Tensor, lengths: torch.Tensor | None = None
 ) -> Trace:
-    """Rerun a unidirectional ``RecurrentNet`` step by step with its fused layers' weights."""
+    """Rerun a unidirectional ``RecurrentNet`` (or ``UnrolledNet``) step by step with its weights."""
     if net.num_directions != 1:
         raise ValueError("a step-by-step replay needs a unidirectional net (bidirectional=false)")
     rnn = net.rnn
