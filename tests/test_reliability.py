@@ -290,3 +290,70 @@ def test_the_resumable_loader_skips_exactly_the_batches_already_seen():
     assert [b.tolist() for b in fresh] == full  # the skip applies once
     loader.sampler.set_epoch(3)
     assert [b.tolist() for b in loader] != full  # another epoch, another order
+
+
+class CopyLastAtEpochStart(L.Callback):
+    """Keeps a copy of the epoch-0 last.ckpt, as a SIGKILL in epoch 1 would leave it."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            import shutil
+
+            shutil.copy(self.target.parent / "last.ckpt", self.target)
+
+
+def test_resuming_from_an_older_checkpoint_logs_every_step_once(uninterrupted, tmp_path):
+    reference, reference_metrics = uninterrupted
+    older = tmp_path / "checkpoints" / "epoch0.ckpt"
+    with pytest.raises(RunStopped):
+        train(
+            make_cfg(RUN, tmp_path),
+            extra_callbacks=[CopyLastAtEpochStart(older), SendSignal(5, signal.SIGTERM)],
+        )
+    # steps 4 and 5 were logged after the older checkpoint, and are logged again on resume
+    metrics = train(make_cfg([*RUN, f"ckpt_path={older}"], tmp_path))
+    assert same_results(metrics, reference_metrics)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss_step")] == list(range(8))
+    assert [e.step for e in events.Scalars("val/acc")] == [3, 7]
+    reference_events = EventAccumulator(str(reference / "tensorboard")).Reload()
+    assert [e.value for e in events.Scalars("train/loss_step")] == [
+        e.value for e in reference_events.Scalars("train/loss_step")
+    ]
+
+
+def test_eval_of_a_checkpoint_under_another_model_says_what_differs(uninterrupted):
+    from rnnlab.config import RnnlabError
+    from rnnlab.evaluate import evaluate
+
+    reference, _ = uninterrupted
+    ckpt = reference / "checkpoints" / "last.ckpt"
+    with pytest.raises(RnnlabError) as error:
+        evaluate(ckpt, ["model.hidden_size=32", "model.cell=gru"])
+    assert str(error.value) == (
+        f"checkpoint {ckpt} was trained with model.cell=lstm, model.hidden_size=16; "
+        "this run has model.cell=gru, model.hidden_size=32, so its weights do not fit"
+    )
+
+
+def test_last_checkpoint_every_n_steps(tmp_path):
+    steps = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            last = tmp_path / "checkpoints" / "last.ckpt"
+            if last.exists():
+                steps.append(load_checkpoint(last)["global_step"])
+
+    train(
+        make_cfg([*RUN, "callbacks.last_checkpoint.every_n_train_steps=3", "test=false"], tmp_path),
+        extra_callbacks=[Watch()],
+    )
+    # saved after steps 3 and 6 (mid-epoch) and at the epoch ends (4 and 8)
+    assert sorted(set(steps)) == [3, 4, 6]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 8
