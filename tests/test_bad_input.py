@@ -138,17 +138,42 @@ CASES = [
 
 # data sets added alongside this table; the documented keys are data.data_dir and data.path
 TEXT_CASES = [
-    ("names-missing-dir", ["data=names", "data.data_dir={x}/nowhere"], None, "nowhere"),
-    ("names-empty-dir", ["data=names", "data.data_dir={x}"], _empty_dir, "names"),
-    ("names-empty-file", ["data=names", "data.data_dir={x}"], _names_file(b""), "English.txt"),
+    (
+        "names-missing-dir",
+        ["data=names", "data.data_dir={x}/nowhere"],
+        None,
+        "nowhere does not exist",
+    ),
+    (
+        "names-empty-dir",
+        ["data=names", "data.data_dir={x}"],
+        _empty_dir,
+        "holds no <Language>.txt files",
+    ),
+    (
+        "names-empty-file",
+        ["data=names", "data.data_dir={x}"],
+        _names_file(b"\n\n"),
+        "English.txt holds no names",
+    ),
     (
         "names-undecodable",
         ["data=names", "data.data_dir={x}"],
         _names_file(b"\xff\xfe\xfa\x00bad\n"),
-        "English.txt",
+        "English.txt is not UTF-8 text",
     ),
-    ("chars-missing-file", ["data=chars", "data.path={x}/none.txt"], None, "none.txt"),
-    ("chars-too-short", ["data=chars", "data.path={x}"], _short_text, "short.txt"),
+    (
+        "chars-missing-file",
+        ["data=chars", "data.path={x}/none.txt"],
+        None,
+        "none.txt does not exist",
+    ),
+    (
+        "chars-too-short",
+        ["data=chars", "data.path={x}"],
+        _short_text,
+        "short.txt has 5 characters, fewer than one chunk",
+    ),
 ]
 
 
@@ -202,8 +227,11 @@ def test_bad_input_is_one_sentence_and_a_non_zero_exit(
     args = [o.replace("{x}", x) for o in overrides]
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    base = TINY
+    if any(a.startswith("data=") for a in args):  # another data set: keep only the run length
+        base = [o for o in TINY if not o.startswith("data")]
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    code, printed = run_main_in_process([*TINY, *QUIET, *args], monkeypatch, capsys)
+    code, printed = run_main_in_process([*base, *QUIET, *args], monkeypatch, capsys)
     assert code == 2, printed
     errors = [line for line in printed.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, printed

@@ -97,7 +97,7 @@ class LastCheckpoint(Checkpoint):
         path = self.dirpath / "last.ckpt"
         self.last_model_path = str(path)
         self.saved_step = trainer.global_step
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         n = self.every_n_train_steps
@@ -220,7 +220,7 @@ class RunGuard(L.Callback):
                     self.saved_path = Path(callback.last_model_path)
                     return
             self.saved_path = self.checkpoint_dir / "last.ckpt"
-            trainer.save_checkpoint(self.saved_path)
+            trainer.save_checkpoint(self.saved_path, weights_only=False)
 
 
 def git_info(root: Path = ROOT) -> dict[str, Any]:
