@@ -350,6 +350,26 @@ def test_unrolled_net_draws_the_same_weights_as_the_fused_net_and_copies_both_wa
         assert torch.allclose(back(x, lengths), other(x, lengths), atol=1e-6)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_the_step_by_step_replay_reads_a_cell_net_like_its_fused_twin(cell):
+    from rnnlab.nets.replay import trace
+
+    kwargs = dict(output_size=2, cell=cell, input_size=3, hidden_size=4, num_layers=2)
+    torch.manual_seed(0)
+    fused = RecurrentNet(**kwargs)
+    torch.manual_seed(0)
+    cells = UnrolledNet(**kwargs)
+    assert cells.rnn.weight_hh_l1 is cells.rnn.cells[1].weight_hh  # the fused names read the cells
+    x, lengths = torch.randn(2, 5, 3), torch.tensor([5, 3])
+    ours, theirs = trace(cells, x, lengths), trace(fused, x, lengths)
+    with torch.no_grad():
+        assert torch.allclose(ours.output, cells(x, lengths), atol=1e-6)
+    assert torch.allclose(ours.output, theirs.output, atol=1e-6)
+    for layer in range(2):
+        assert torch.allclose(ours.hidden_sequence(layer), theirs.hidden_sequence(layer), atol=1e-6)
+        assert ours.gates[layer].keys() == theirs.gates[layer].keys()
+
+
 @pytest.mark.parametrize("mode", ["rnn", "lstm", "gru"])
 def test_with_lengths_the_final_state_is_the_packed_fused_state(mode):
     torch.manual_seed(0)

@@ -21,6 +21,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _FUSED_NAME = re.compile(r"(^|\.)((?:weight|bias)_(?:ih|hh))_l(\d+)$")
 _CELL_NAME = re.compile(r"(^|\.)cells\.(\d+)\.((?:weight|bias)_(?:ih|hh))$")
+_FUSED_ATTRIBUTE = re.compile(r"((?:weight|bias)_(?:ih|hh))_l(\d+)")
 
 
 def fused_to_cell_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -80,6 +81,15 @@ class CellStack(nn.Module):
             CELL_CLASSES[mode](input_size if i == 0 else hidden_size, hidden_size, bias, **extra)
             for i in range(num_layers)
         )
+
+    def __getattr__(self, name: str):
+        """``weight_ih_l1`` and the other fused names read the matching cell's parameter."""
+        match = _FUSED_ATTRIBUTE.fullmatch(name)
+        if match and "_modules" in self.__dict__ and "cells" in self._modules:
+            layer = int(match.group(2))
+            if layer < len(self._modules["cells"]):
+                return getattr(self._modules["cells"][layer], match.group(1))
+        return super().__getattr__(name)
 
     def extra_repr(self) -> str:
         return (
