@@ -36,6 +36,7 @@ def main() -> float | None:
     """`python train.py [overrides]`: Hydra's entry point with one-sentence errors."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(_OWN_FULL_ERROR) != "1":
         return hydra_main()
+    previous = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _OWN_FULL_ERROR)}
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach us instead of printing them
     os.environ[_OWN_FULL_ERROR] = "1"
     kept = RunDirGuard(sys.argv[1:])
@@ -52,6 +53,12 @@ def main() -> float | None:
     except Exception:
         traceback.print_exc()
         sys.exit(1)
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def one_sentence(e: BaseException) -> str:
