@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rnnlab import reliability
+from rnnlab import distributed, reliability
 from rnnlab.checks import check_config
 from rnnlab.config import RnnlabError
 from rnnlab.tasks import TASKS, build_task
@@ -216,6 +216,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
         raise RnnlabError(f"invalid trainer config: {e.__cause__ or e}") from e
     except (ValueError, RuntimeError) as e:  # e.g. MisconfigurationException for devices
         raise RnnlabError(f"invalid trainer config: {e}") from e
+    distributed.prepare(trainer)  # DDP workers restart this Hydra job; ranks > 0 stay quiet
 
     monitor = cfg.monitor.metric
     best_key = f"{monitor}_best"
@@ -313,7 +314,8 @@ def report(output_dir: Path, metrics: dict[str, float], baselines: dict[str, flo
 def run(cfg: DictConfig) -> float | None:
     """What `train.py` calls: train, print a clear sentence on bad input, return the sweep metric."""
     try:
-        metrics = train(cfg)
+        with distributed.job_scope():
+            metrics = train(cfg)
     except RnnlabError as e:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

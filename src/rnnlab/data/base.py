@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from rnnlab.data.resumable import ResumableLoader
+from rnnlab.data.resumable import ResumableLoader, epoch_seed
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,26 @@ class TensorBatches(Dataset):
         return batch
 
 
+class EpochShuffleShare(DistributedSampler):
+    """One process's share of the single-process training order (``EpochShuffle``'s permutation).
+
+    Process ``r`` of ``W`` takes every W-th sample of the epoch's permutation, so its i-th batch
+    and the other processes' i-th batches together hold exactly the i-th batch of one process
+    with the whole global batch: DDP trains on the same global batches. Lightning sets the epoch
+    and, this being a DistributedSampler, leaves it in place.
+    """
+
+    def __init__(self, dataset: Dataset, world_size: int, rank: int, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        repeats = -(-self.total_size // len(order))  # pad to a multiple of the world
+        order = (order * repeats)[: self.total_size]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
+
+
 def _identity(batch):
     return batch
 
@@ -115,11 +135,15 @@ class RnnlabDataModule(L.LightningDataModule):
             collate_fn=_identity,
             persistent_workers=self.num_workers > 0,
         )
-        world = self.trainer.world_size if self.trainer is not None else 1
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if shuffle and world == 1:
-            # an order from (seed, epoch) alone, resumable mid-epoch (DDP: Lightning's sampler)
+            # an order from (seed, epoch) alone, resumable mid-epoch
             return ResumableLoader(self.splits[split], seed=self.seed, **kwargs)
-        return DataLoader(self.splits[split], shuffle=shuffle, **kwargs)
+        if shuffle:
+            sampler = EpochShuffleShare(self.splits[split], world, rank, seed=int(self.seed))
+            return DataLoader(self.splits[split], sampler=sampler, **kwargs)
+        return DataLoader(self.splits[split], shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -74,7 +74,15 @@ class SequenceTask(L.LightningModule):
             return self.non_finite_loss(loss)
         getattr(self, f"{stage}_loss").update(loss.detach(), len(batch["x"]))
         if stage == "train" and self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+            # sync_dist: the mean over every process, the value one process would log
+            self.log(
+                "train/loss_step",
+                loss.detach(),
+                prog_bar=True,
+                on_step=True,
+                on_epoch=False,
+                sync_dist=True,
+            )
         return loss
 
     def non_finite_loss(self, loss: torch.Tensor) -> None:
