@@ -123,7 +123,8 @@ class SequenceTask(L.LightningModule):
                 continue
             computed[name] = metric.compute()
             metric.reset()
-        self.log_dict(computed, prog_bar=stage == "val")
+        # already reduced, so equal on every process: sync_dist only tells Lightning so
+        self.log_dict(computed, prog_bar=stage == "val", sync_dist=True)
         return computed
 
     def on_train_epoch_end(self) -> None:
@@ -134,7 +135,7 @@ class SequenceTask(L.LightningModule):
         if self.trainer.sanity_checking or self.monitor not in computed:
             return
         self.val_best(computed[self.monitor])
-        self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True)
+        self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_stage("test")
