@@ -63,6 +63,7 @@ def test_ddp_cpu_run_writes_one_run_directory_and_equals_one_process(tmp_path):
         ".hydra",
         "checkpoints",
         "metrics.json",
+        "run_info.json",
         "tensorboard",
         "train.log",
     ]
