@@ -17,7 +17,8 @@ class Dims:
 
     ``task``: ``classification``, ``regression`` or ``lm``; ``target``: ``last`` (one target per
     sequence) or ``sequence`` (a target at every step). Exactly one of ``input_size`` (feature
-    vectors) and ``vocab_size`` (token ids) is set.
+    vectors) and ``vocab_size`` (token ids) is set. ``class_names`` name the classes of a real
+    data set; ``class_weights`` (one per class) weight the loss when the data asks for it.
     """
 
     task: str
@@ -26,6 +27,7 @@ class Dims:
     input_size: int | None = None
     vocab_size: int | None = None
     class_names: tuple[str, ...] | None = None
+    class_weights: tuple[float, ...] | None = None
 
     def net_kwargs(self) -> dict:
         """The keyword arguments a net is instantiated with."""

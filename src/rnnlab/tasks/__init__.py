@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from rnnlab.tasks.base import SequenceTask
 from rnnlab.tasks.classification import SequenceClassifier
+from rnnlab.tasks.lm import LanguageModel
 from rnnlab.tasks.regression import SequenceRegressor
 
 TASKS: dict[str, type[SequenceTask]] = {
     "classification": SequenceClassifier,
     "regression": SequenceRegressor,
+    "lm": LanguageModel,
 }
 
 
@@ -19,7 +21,14 @@ def build_task(dims, net, **kwargs) -> SequenceTask:
     cls = TASKS[dims.task]
     if dims.task in ("classification", "lm"):
         kwargs["num_classes"] = dims.output_size
+    if dims.task == "classification" and dims.class_names:
+        kwargs.setdefault("class_names", list(dims.class_names))
+    if dims.task == "classification" and dims.class_weights:
+        kwargs.setdefault("class_weights", list(dims.class_weights))
     return cls(net, **kwargs)
 
 
-__all__ = ["TASKS", "SequenceClassifier", "SequenceRegressor", "SequenceTask", "build_task"]
+__all__ = [
+    "TASKS",
+    "LanguageModel",
+    "SequenceClassifier", "SequenceRegressor", "SequenceTask", "build_task"]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
 
 from rnnlab.tasks.base import SequenceTask, valid_steps_mask
 
@@ -13,7 +18,12 @@ IGNORE = -100
 
 
 class SequenceClassifier(SequenceTask):
-    """Cross-entropy over ``num_classes``; logs ``{stage}/acc`` and the best-so-far ``val/acc_best``."""
+    """Cross-entropy over ``num_classes``; logs ``{stage}/acc`` and the best-so-far ``val/acc_best``.
+
+    With ``per_class_metrics`` (on by default when the data names its classes) it also logs the
+    macro F1 ``{stage}/f1_macro`` and the balanced accuracy ``{stage}/balanced_acc`` (mean recall
+    per class), and keeps the validation confusion matrix ``val_confusion`` for the callbacks.
+    """
 
     monitor = "val/acc"
     mode = "max"
@@ -24,6 +34,8 @@ class SequenceClassifier(SequenceTask):
         num_classes: int,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
+        class_names: list[str] | None = None,
+        per_class_metrics: bool | None = None,
         **kwargs,
     ) -> None:
         super().__init__(net, **kwargs)
@@ -45,6 +57,23 @@ class SequenceClassifier(SequenceTask):
                 f"{stage}_acc",
                 MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
             )
+        self.class_names = list(class_names) if class_names else None
+        self.per_class_metrics = (
+            bool(class_names) if per_class_metrics is None else bool(per_class_metrics)
+        )
+        if self.per_class_metrics:
+            for stage in ("train", "val", "test"):
+                setattr(
+                    self,
+                    f"{stage}_f1_macro",
+                    MulticlassF1Score(num_classes, average="macro", ignore_index=IGNORE),
+                )
+                setattr(
+                    self,
+                    f"{stage}_balanced_acc",
+                    MulticlassRecall(num_classes, average="macro", ignore_index=IGNORE),
+                )
+            self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
 
     def targets_and_logits(
         self, output: torch.Tensor, batch: dict
@@ -72,8 +101,19 @@ class SequenceClassifier(SequenceTask):
     def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
         loss = self.loss(output, batch)
         logits, y = self.targets_and_logits(output, batch)
-        getattr(self, f"{stage}_acc").update(logits.detach(), y)
+        for metric in self.stage_metrics(stage).values():
+            metric.update(logits.detach(), y)
+        if self.per_class_metrics and stage == "val":
+            self.val_confusion.update(logits.detach(), y)
         return loss
 
     def stage_metrics(self, stage: str) -> dict[str, Metric]:
-        return {"acc": getattr(self, f"{stage}_acc")}
+        metrics = {"acc": getattr(self, f"{stage}_acc")}
+        if self.per_class_metrics:
+            metrics["f1_macro"] = getattr(self, f"{stage}_f1_macro")
+            metrics["balanced_acc"] = getattr(self, f"{stage}_balanced_acc")
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        if self.per_class_metrics:
+            self.val_confusion.reset()

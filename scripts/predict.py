@@ -1,0 +1,92 @@
+"""Use a trained checkpoint: classify names, or generate text with a language model.
+
+    python scripts/predict.py ckpt_path=PATH input=names.txt      # one name per line
+    echo Dovesky | python scripts/predict.py ckpt_path=PATH input=-
+    python scripts/predict.py ckpt_path=PATH names=[Dovesky,Satoshi] top_k=3
+    python scripts/predict.py ckpt_path=PATH prompt="ROMEO:" length=300 temperature=0.8
+
+A classifier prints one line per name: name, language, probability (tab-separated; ``top_k``
+adds the next languages). A language model prints the prompt and its continuation.
+"""
+
+from __future__ import annotations
+
+import sys
+
+KEYS = ("ckpt_path", "input", "names", "top_k", "prompt", "length", "temperature", "seed")
+
+
+def parse(argv: list[str]) -> dict[str, str]:
+    args = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS:
+            raise ValueError(f"unknown argument {item!r}; expected key=value with key in {KEYS}")
+        args[key] = value
+    return args
+
+
+def main(argv: list[str]) -> int:
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    try:
+        args = parse(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "ckpt_path" not in args:
+        print("error: ckpt_path=PATH is required", file=sys.stderr)
+        return 2
+    from rnnlab.config import RnnlabError
+    from rnnlab.predict import classify, generate, load
+
+    try:
+        restored = load(args["ckpt_path"])
+        if restored[1].dims.task == "lm":
+            text = generate(
+                restored,
+                prompt=args.get("prompt", "\n"),
+                length=int(args.get("length", 300)),
+                temperature=float(args.get("temperature", 0.8)),
+                seed=int(args["seed"]) if "seed" in args else None,
+            )
+            print(args.get("prompt", "\n") + text)
+            return 0
+        names = read_names(args)
+        for prediction in classify(restored, names, top_k=int(args.get("top_k", 1))):
+            print(prediction.line())
+    except RnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # a number that is not one
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def read_names(args: dict[str, str]) -> list[str]:
+    from rnnlab.config import RnnlabError
+
+    names: list[str] = []
+    if "names" in args:
+        value = args["names"].strip()
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        names += [n.strip() for n in value.split(",") if n.strip()]
+    if "input" in args:
+        if args["input"] == "-":
+            names += sys.stdin.read().splitlines()
+        else:
+            try:
+                with open(args["input"], encoding="utf-8") as f:
+                    names += f.read().splitlines()
+            except FileNotFoundError as e:
+                raise RnnlabError(f"input file {args['input']} does not exist") from e
+            except UnicodeDecodeError as e:
+                raise RnnlabError(f"input file {args['input']} is not UTF-8 text") from e
+    return names
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,310 @@
+"""Names time-to-accuracy: the PyTorch tutorial's one-name-at-a-time recipe against rnnlab.
+
+``tutorial_recipe`` is the tutorial's training loop as published (its char-RNN cell on one-hot
+ASCII letters, 128 hidden units, NLLLoss, plain SGD at 0.005 applied by hand, a random language
+then a random name of it at every step, 100k steps), trained on rnnlab's train split and scored
+on its test split. ``names_section`` writes the BENCHMARKS.md section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from rnnlab.config import ROOT
+from rnnlab.data.names import NamesDataModule, normalize
+from rnnlab.nets import CharRNNCell
+
+TUTORIAL_LETTERS = string.ascii_letters + " .,;'"
+
+
+def shared_names_dir() -> Path:
+    """The real names set: ``$RNNLAB_NAMES_DIR`` or ``../shared/data/names`` beside the project."""
+    return Path(os.environ.get("RNNLAB_NAMES_DIR", ROOT.parent / "shared" / "data" / "names"))
+
+
+def write_toy_names(folder: str | Path, per_language: int = 150, seed: int = 0) -> Path:
+    """A folder of two made-up languages that a small model tells apart from their letters.
+
+    ``Kalomir.txt`` names are built from ``ka lo mi ra ve`` syllables and end in ``-ski`` or
+    ``-ova``; ``Tundish.txt`` names from ``to un dr sh ew`` and end in ``-son`` or ``-ley``.
+    """
+    rng = random.Random(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    languages = {
+        "Kalomir": (["ka", "lo", "mi", "ra", "ve", "na"], ["ski", "ova", "ich"]),
+        "Tundish": (["to", "un", "dr", "sh", "ew", "ba"], ["son", "ley", "ton"]),
+    }
+    for language, (syllables, endings) in languages.items():
+        names: set[str] = set()
+        while len(names) < per_language:
+            body = "".join(rng.choice(syllables) for _ in range(rng.randint(1, 3)))
+            names.add((body + rng.choice(endings)).capitalize())
+        (folder / f"{language}.txt").write_text("\n".join(sorted(names)) + "\n", encoding="utf-8")
+    return folder
+
+
+# ---------------------------------------------------------------- the tutorial, as published
+
+
+def letter_to_index(letter: str) -> int:
+    return TUTORIAL_LETTERS.find(letter)
+
+
+def line_to_tensor(line: str) -> torch.Tensor:
+    """The tutorial's encoding: (len, 1, 57) one-hot ASCII letters."""
+    tensor = torch.zeros(len(line), 1, len(TUTORIAL_LETTERS))
+    for i, letter in enumerate(line):
+        tensor[i][0][letter_to_index(letter)] = 1
+    return tensor
+
+
+def to_ascii(name: str) -> str:
+    """The tutorial's ``unicodeToAscii``: fold accents, drop what is not a tutorial letter."""
+    return "".join(c for c in normalize(name, "fold") if c in TUTORIAL_LETTERS)
+
+
+def tutorial_recipe(
+    train: list[tuple[str, int]],
+    test: list[tuple[str, int]],
+    num_classes: int,
+    steps: int = 100_000,
+    lr: float = 0.005,
+    eval_every: int = 5000,
+    seed: int = 0,
+) -> dict:
+    """Train the tutorial's char-RNN one name at a time; returns accuracy, seconds and a curve.
+
+    The curve holds (training seconds, test accuracy) every ``eval_every`` steps; scoring is not
+    counted as training time.
+    """
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    by_class: dict[int, list[str]] = {}
+    for name, c in train:
+        name = to_ascii(name)
+        if name:
+            by_class.setdefault(c, []).append(name)
+    categories = sorted(by_class)
+    test_names = [(to_ascii(n), c) for n, c in test]
+    test_tensors = [(line_to_tensor(n), c) for n, c in test_names if n]
+    rnn = CharRNNCell(len(TUTORIAL_LETTERS), 128, num_classes)
+    criterion = nn.NLLLoss()
+
+    def evaluate() -> float:
+        correct = 0
+        with torch.no_grad():
+            for line_tensor, c in test_tensors:
+                hidden = rnn.init_hidden()
+                for i in range(line_tensor.size(0)):
+                    output, hidden = rnn(line_tensor[i], hidden)
+                correct += int(output.argmax(1)) == c
+        return correct / len(test_tensors)
+
+    curve: list[tuple[float, float]] = []
+    seconds = 0.0
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        category = rng.choice(categories)  # a random language, then a random name of it
+        line = rng.choice(by_class[category])
+        category_tensor = torch.tensor([category], dtype=torch.long)
+        line_tensor = line_to_tensor(line)
+        hidden = rnn.init_hidden()
+        rnn.zero_grad()
+        for i in range(line_tensor.size()[0]):
+            output, hidden = rnn(line_tensor[i], hidden)
+        loss = criterion(output, category_tensor)
+        loss.backward()
+        for p in rnn.parameters():
+            p.data.add_(p.grad.data, alpha=-lr)
+        if step % eval_every == 0 or step == steps:
+            seconds += time.perf_counter() - start
+            curve.append((seconds, evaluate()))
+            start = time.perf_counter()
+    return {"acc": curve[-1][1], "seconds": seconds, "curve": curve, "steps": steps}
+
+
+# ---------------------------------------------------------------- rnnlab, time to accuracy
+
+
+class TimeToAccuracy(L.Callback):
+    """Scores held-out tensors every ``every`` training steps; stops once ``target`` is passed.
+
+    Records the training seconds (scoring excluded) when accuracy first reaches ``target``.
+    """
+
+    def __init__(self, held_out: dict[str, torch.Tensor], target: float, every: int = 20) -> None:
+        self.held_out, self.target, self.every = held_out, target, every
+        self.seconds = 0.0
+        self.reached: float | None = None
+        self.curve: list[tuple[float, float]] = []
+        self._start = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every:
+            return
+        self.seconds += time.perf_counter() - self._start
+        acc = self.accuracy(pl_module)
+        self.curve.append((self.seconds, acc))
+        if self.reached is None and acc >= self.target:
+            self.reached = self.seconds
+            trainer.should_stop = True
+        self._start = time.perf_counter()
+
+    @torch.no_grad()
+    def accuracy(self, pl_module) -> float:
+        was_training = pl_module.training
+        pl_module.eval()
+        x, lengths, y = (self.held_out[k].to(pl_module.device) for k in ("x", "lengths", "y"))
+        acc = (pl_module(x, lengths).argmax(-1) == y).float().mean().item()
+        pl_module.train(was_training)
+        return acc
+
+
+def rnnlab_time_to_accuracy(
+    data_dir: Path, target: float, out: Path, overrides: list[str] = (), every: int = 20
+) -> dict:
+    """Train ``experiment=names`` until its test-split accuracy passes ``target``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from rnnlab.config import CONF_DIR
+    from rnnlab.train import train
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=names",
+                f"data.data_dir={data_dir}",
+                "trainer.accelerator=cpu",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                "test=false",
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    dm = NamesDataModule(data_dir, seed=cfg.data.seed)
+    dm.setup()
+    held_out = dict(dm.splits["test"].tensors)
+    watch = TimeToAccuracy(held_out, target, every)
+    train(cfg, extra_callbacks=[watch])
+    return {"seconds": watch.reached, "curve": watch.curve, "final": watch.curve[-1][1]}
+
+
+def process_run(data_dir: Path, out: Path, overrides: list[str] = ()) -> tuple[float, dict]:
+    """Wall seconds of ``python train.py experiment=names`` start to finish, and its metrics."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    cmd = [
+        sys.executable,
+        "train.py",
+        "experiment=names",
+        f"data.data_dir={data_dir}",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True, env=env)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def names_section(report, repeats: int, tiny: bool) -> None:
+    """Section 2 of BENCHMARKS.md: the tutorial against rnnlab on the names set."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data_dir = shared_names_dir()
+        if tiny or not data_dir.is_dir():
+            data_dir = write_toy_names(tmp / "names", per_language=60)
+        steps = 600 if tiny else 100_000
+        eval_every = 200 if tiny else 5000
+        quick = ["trainer.max_epochs=2", "data.batch_size=16"] if tiny else []
+        dm = NamesDataModule(data_dir, accents="fold", seed=42)
+        dm.setup()
+        records = {
+            s: list(zip(dm.texts[s], dm.splits[s].tensors["y"].tolist(), strict=True))
+            for s in ("train", "test")
+        }
+        n_classes = len(dm.class_names)
+        runs = max(1, repeats if not tiny else 1)
+        tutorial, rnnlab, process = [], [], []
+        for r in range(runs):
+            tutorial.append(
+                tutorial_recipe(
+                    records["train"], records["test"], n_classes, steps, eval_every=eval_every, seed=r
+                )
+            )
+            target = tutorial[-1]["acc"]
+            rnnlab.append(
+                rnnlab_time_to_accuracy(data_dir, target, tmp / f"tta{r}", quick + [f"seed={r}"])
+            )
+            process.append(process_run(data_dir, tmp / f"proc{r}", quick))
+    _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process)
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process) -> None:
+    tut_seconds = _median([t["seconds"] for t in tutorial])
+    tut_acc = _median([t["acc"] for t in tutorial])
+    reached = [r["seconds"] for r in rnnlab if r["seconds"] is not None]
+    rn_seconds = _median(reached) if reached else float("nan")
+    proc_seconds = _median([p[0] for p in process])
+    final_acc = _median([p[1].get("test/acc", float("nan")) for p in process])
+    final_f1 = _median([p[1].get("test/f1_macro", float("nan")) for p in process])
+    where = "a generated two-language folder (--tiny)" if tiny else f"`{data_dir}`"
+    report.section(
+        "2. Names time-to-accuracy",
+        f"Data: {where}, rnnlab's stratified split (seed 42, 80/10/10 by unique name). The "
+        f"tutorial's recipe (its char-RNN cell on one-hot ASCII letters, 128 hidden, NLLLoss, "
+        f"SGD 0.005 by hand, one class-balanced random name per step, {steps:,} steps) against "
+        f"`experiment=names`. Training seconds exclude scoring; the accuracy is on the test "
+        f"split. rnnlab's time is until its test accuracy first reaches the tutorial's final "
+        f"accuracy (scored every 20 steps). Median of {len(tutorial)} run(s).",
+    )
+    rows = [
+        [
+            "tutorial, one name at a time",
+            f"{tut_seconds:.1f}",
+            f"{tut_acc:.3f} (final, {steps:,} steps)",
+            "1x",
+        ],
+        [
+            "rnnlab `experiment=names`, until it passes the tutorial",
+            f"{rn_seconds:.2f}",
+            f">= {tut_acc:.3f} ({len(reached)}/{len(rnnlab)} runs reached it)",
+            f"{tut_seconds / rn_seconds:.0f}x faster" if reached else "not reached",
+        ],
+        [
+            "`python train.py experiment=names`, whole process (imports, training, test)",
+            f"{proc_seconds:.1f}",
+            f"{final_acc:.3f} test acc, {final_f1:.3f} macro F1 (final)",
+            f"{tut_seconds / proc_seconds:.1f}x faster than the tutorial's training alone",
+        ],
+    ]
+    report.table(["run", "seconds", "accuracy", "ratio"], rows)

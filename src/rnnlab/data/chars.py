@@ -1,0 +1,135 @@
+"""Character language modelling on any UTF-8 text file: contiguous chunks, next-character targets.
+
+The text is split by position: the first ``1 - val_fraction - test_fraction`` of it trains, the
+next part validates, the end tests. Each split is cut into contiguous chunks of ``seq_len``
+characters; the target of each character is the one after it. The vocabulary comes from the
+training part (id 0 padding, id 1 unknown) and travels inside checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rnnlab.config import RnnlabError
+from rnnlab.data.base import Dims, RnnlabDataModule, TensorBatches
+from rnnlab.data.vocab import Vocabulary
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text; a missing, unreadable or non-UTF-8 file is an RnnlabError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RnnlabError(f"text file {path} does not exist: point data.path at a text file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RnnlabError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from e
+    except OSError as e:
+        raise RnnlabError(f"{path} cannot be read ({e.strerror})") from e
+
+
+def chunk(ids: torch.Tensor, seq_len: int) -> dict[str, torch.Tensor]:
+    """(n,) ids -> ``x``, ``y`` of shape (chunks, seq_len), ``y`` shifted one step ahead."""
+    n_chunks = (len(ids) - 1) // seq_len
+    used = n_chunks * seq_len
+    x = ids[:used].view(n_chunks, seq_len)
+    y = ids[1 : used + 1].view(n_chunks, seq_len)
+    return {"x": x, "y": y}
+
+
+class CharsDataModule(RnnlabDataModule):
+    """Next-character prediction over a text file (see the module doc)."""
+
+    def __init__(
+        self,
+        path: str,
+        seq_len: int = 128,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+            raise ValueError(f"data.seq_len must be a positive integer, got {seq_len!r}")
+        if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}")
+        if not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
+            raise ValueError(f"data.test_fraction must be in [0, 1), got {test_fraction!r}")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError("data.val_fraction + data.test_fraction must leave text to train on")
+        self.path = str(path)
+        self.seq_len = seq_len
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self.vocab: Vocabulary | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        text = read_text(self.path)
+        if len(text) < self.seq_len + 1:
+            raise RnnlabError(
+                f"{self.path} has {len(text)} characters, fewer than one chunk of "
+                f"data.seq_len={self.seq_len} plus its next character"
+            )
+        n = len(text)
+        n_val, n_test = int(n * self.val_fraction), int(n * self.test_fraction)
+        bounds = {
+            "train": (0, n - n_val - n_test),
+            "val": (n - n_val - n_test, n - n_test),
+            "test": (n - n_test, n),
+        }
+        if self.vocab is None:
+            start, end = bounds["train"]
+            self.vocab = Vocabulary.from_texts([text[start:end]])
+        for split, (start, end) in bounds.items():
+            if split == "test" and end == start:  # no test part asked for: test on val
+                self.splits["test"] = self.splits["val"]
+                continue
+            if end - start < self.seq_len + 1:
+                hint = "" if split == "train" else f" or raise data.{split}_fraction"
+                raise RnnlabError(
+                    f"the {split} part of {self.path} has {end - start} characters, fewer than "
+                    f"one chunk of data.seq_len={self.seq_len} plus its next character: lower "
+                    f"data.seq_len{hint}"
+                )
+            ids = torch.tensor(self.vocab.encode(text[start:end]), dtype=torch.long)
+            self.splits[split] = TensorBatches(**chunk(ids, self.seq_len))
+
+    @property
+    def dims(self) -> Dims:
+        if self.vocab is None:
+            self.setup()
+        size = len(self.vocab)
+        return Dims(task="lm", target="sequence", output_size=size, vocab_size=size)
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        """The unigram model's loss on the training text, in nats per character."""
+        if "train" not in self.splits:
+            return {}
+        counts = torch.bincount(self.splits["train"].tensors["y"].flatten(), minlength=2).float()
+        p = counts[counts > 0] / counts.sum()
+        return {"loss": float(-(p * p.log()).sum())}
+
+    def encode(self, text: str) -> list[int]:
+        if self.vocab is None:
+            self.setup()
+        return self.vocab.encode(text)
+
+    def decode(self, ids) -> str:
+        return self.vocab.decode(ids.tolist() if isinstance(ids, torch.Tensor) else ids)
+
+    def state_dict(self) -> dict:
+        if self.vocab is None:
+            self.setup()
+        return {"vocab": list(self.vocab.symbols)}
+
+    def load_state_dict(self, state: dict) -> None:
+        vocab = Vocabulary(state["vocab"])
+        if self.vocab is not None and vocab != self.vocab:
+            self.splits.clear()
+        self.vocab = vocab

@@ -1,0 +1,358 @@
+"""Names by language: a folder of ``<Language>.txt`` files (one name per line, UTF-8).
+
+Reading policy, the same for every folder:
+
+- Lines are stripped; blank lines are skipped. Accents are kept (NFC) or folded to their base
+  letters (``accents: fold``, e.g. ``Béringer -> Beringer``).
+- A name listed twice under one language counts once.
+- A name listed under several languages (``Abel`` is English, French and German) is kept once
+  per language with ``ambiguous: keep`` (a model can then be right for only one of them), or
+  dropped everywhere with ``ambiguous: drop``. Either way every copy of a name lands in the same
+  split, so no test name was seen in training.
+- The split is stratified by language and seeded: each language's names are shuffled and cut
+  into train/val/test by ``val_fraction`` and ``test_fraction``.
+- The vocabulary comes from the training split; id 0 is padding, id 1 the unknown symbol.
+
+The vocabulary, the language names and the class weights are part of the datamodule's state, so
+they travel inside every checkpoint and predict/eval need nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import unicodedata
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from rnnlab.config import RnnlabError
+from rnnlab.data.base import Dims, RnnlabDataModule, TensorBatches, _identity
+from rnnlab.data.vocab import Vocabulary
+
+log = logging.getLogger("rnnlab")
+
+TUTORIAL_URL = "https://download.pytorch.org/tutorial/data.zip"
+ACCENTS = ("keep", "fold")
+AMBIGUOUS = ("keep", "drop")
+BALANCE = ("none", "weights", "sampler")
+
+
+def normalize(name: str, accents: str = "keep") -> str:
+    """NFC-normalize a name, or fold its accents to base letters (``Émile -> Emile``)."""
+    if accents == "fold":
+        decomposed = unicodedata.normalize("NFD", name)
+        return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    return unicodedata.normalize("NFC", name)
+
+
+def read_names_folder(data_dir: str | Path, accents: str = "keep") -> dict[str, list[str]]:
+    """``{language: [unique names in file order]}`` from a folder of ``<Language>.txt`` files."""
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise RnnlabError(
+            f"names folder {folder} does not exist: point data.data_dir at a folder of "
+            "<Language>.txt files, or download the tutorial's with scripts/fetch_names.py"
+        )
+    files = sorted(p for p in folder.glob("*.txt") if p.is_file())
+    if not files:
+        raise RnnlabError(f"names folder {folder} holds no <Language>.txt files")
+    languages: dict[str, list[str]] = {}
+    for path in files:
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RnnlabError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from e
+        except OSError as e:
+            raise RnnlabError(f"{path} cannot be read ({e.strerror})") from e
+        seen: dict[str, None] = {}
+        for line in text.splitlines():
+            name = normalize(line.strip(), accents)
+            if name:
+                seen.setdefault(name, None)
+        if not seen:
+            raise RnnlabError(f"{path} holds no names (only blank lines)")
+        languages[path.stem] = list(seen)
+    return languages
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Train/val/test sizes for ``n`` items; train keeps at least one item when it can."""
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    while n_val + n_test >= n and n_val + n_test > 0:
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
+class LengthBuckets(Sampler[list[int]]):
+    """Training batches of similar lengths, so little padding is run through the net.
+
+    Each epoch draws an order (a shuffle, or class-balanced draws with replacement when
+    ``weights`` are given), sorts each pool of ``pool_batches`` batches by length, cuts it into
+    batches and shuffles the batches. ``bucket=False`` keeps the drawn order.
+    """
+
+    def __init__(
+        self,
+        lengths: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        weights: torch.Tensor | None = None,
+        bucket: bool = True,
+        pool_batches: int = 50,
+    ) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.weights = weights
+        self.bucket = bucket
+        self.pool_batches = pool_batches
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        n = len(self.lengths)
+        if self.weights is None:
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        if not self.bucket:
+            yield from (b.tolist() for b in order.split(self.batch_size))
+            return
+        batches: list[torch.Tensor] = []
+        for pool in order.split(self.batch_size * self.pool_batches):
+            pool = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches.extend(pool.split(self.batch_size))
+        for i in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[i].tolist()
+
+
+class NamesDataModule(RnnlabDataModule):
+    """Classify names by language from a folder of ``<Language>.txt`` files (see the module doc)."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        accents: str = "keep",
+        ambiguous: str = "keep",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        balance: str = "none",
+        bucket: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        for key, value, allowed in (
+            ("accents", accents, ACCENTS),
+            ("ambiguous", ambiguous, AMBIGUOUS),
+            ("balance", balance, BALANCE),
+        ):
+            if value not in allowed:
+                raise ValueError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ValueError(f"data.{key} must be in (0, 1), got {value!r}")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"data.val_fraction + data.test_fraction must leave names to train on, got "
+                f"{val_fraction} + {test_fraction}"
+            )
+        self.data_dir = str(data_dir)
+        self.accents, self.ambiguous, self.balance = accents, ambiguous, balance
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self.bucket = bool(bucket)
+        self.vocab: Vocabulary | None = None
+        self.class_names: list[str] | None = None
+        self.class_weights: list[float] | None = None
+        self.trained_on: str | None = None  # the folder a restored vocabulary was built from
+        self.texts: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ reading and splitting
+
+    def _records(self) -> list[tuple[str, int]]:
+        """Every (name, class) pair of the folder under the reading policy."""
+        languages = read_names_folder(self.data_dir, self.accents)
+        if self.class_names is None:
+            self.class_names = sorted(languages)
+        unknown = sorted(set(languages) - set(self.class_names))
+        if unknown:
+            raise RnnlabError(
+                f"{Path(self.data_dir) / (unknown[0] + '.txt')} is a language the model does not "
+                f"know; it knows {', '.join(self.class_names)}"
+            )
+        index = {language: i for i, language in enumerate(self.class_names)}
+        owners: dict[str, list[int]] = {}
+        for language in sorted(languages):
+            for name in languages[language]:
+                owners.setdefault(name, []).append(index[language])
+        if self.ambiguous == "drop":
+            owners = {name: c for name, c in owners.items() if len(c) == 1}
+        return [(name, c) for name, classes in owners.items() for c in classes]
+
+    def _split(self, records: list[tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
+        """Stratified, seeded, by unique name: all of a name's pairs land in one split."""
+        groups: dict[str, list[int]] = {}
+        for name, c in records:
+            groups.setdefault(name, []).append(c)
+        strata: dict[int, list[str]] = {}
+        for name, classes in groups.items():
+            strata.setdefault(min(classes), []).append(name)
+        g = torch.Generator().manual_seed(int(self.seed))
+        splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+        for c in sorted(strata):
+            names = strata[c]
+            order = torch.randperm(len(names), generator=g).tolist()
+            n_train, n_val, _ = split_counts(len(names), self.val_fraction, self.test_fraction)
+            for rank, i in enumerate(order):
+                split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+                splits[split].extend((names[i], k) for k in groups[names[i]])
+        return splits
+
+    def _prepare(self) -> dict[str, list[tuple[str, int]]]:
+        records = self._records()
+        if self.trained_on is not None and self._resolved() != self.trained_on:
+            # a restored model scored on another folder: the whole folder is the test set
+            log.info("Scoring every name of %s (not the folder the model trained on)", self.data_dir)
+            return {"train": records, "val": records, "test": records}
+        splits = self._split(records)
+        if self.vocab is None:
+            self.vocab = Vocabulary.from_texts(name for name, _ in splits["train"])
+        if self.class_weights is None and self.balance == "weights":
+            counts = torch.bincount(
+                torch.tensor([c for _, c in splits["train"]]), minlength=len(self.class_names)
+            ).float()
+            weights = torch.where(counts > 0, counts.sum() / (len(counts) * counts), 0.0)
+            self.class_weights = [round(float(w), 6) for w in weights]
+        return splits
+
+    def _resolved(self) -> str:
+        return str(Path(self.data_dir).expanduser().resolve())
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for split, records in self._prepare().items():
+            if not records:
+                raise RnnlabError(
+                    f"the {split} split of {self.data_dir} is empty: the folder has too few names"
+                )
+            if split != "train":  # evaluation order: by length, so batches carry little padding
+                records = sorted(records, key=lambda r: len(r[0]))
+            self.texts[split] = [name for name, _ in records]
+            x, lengths = self.vocab.encode_batch(self.texts[split])  # (n, longest), (n,)
+            y = torch.tensor([c for _, c in records], dtype=torch.long)
+            self.splits[split] = TensorBatches(x=x, y=y, lengths=lengths)
+
+    # ------------------------------------------------------------------ what the model needs
+
+    @property
+    def dims(self) -> Dims:
+        if self.vocab is None or self.class_names is None:
+            self.setup()
+        return Dims(
+            task="classification",
+            target="last",
+            output_size=len(self.class_names),
+            vocab_size=len(self.vocab),
+            class_names=tuple(self.class_names),
+            class_weights=tuple(self.class_weights) if self.class_weights else None,
+        )
+
+    def encode(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """A batch of raw names, normalized as in training: ``x`` (n, longest) and ``lengths``."""
+        if self.vocab is None:
+            self.setup()
+        texts = [normalize(n.strip(), self.accents) for n in names]
+        empty = [n for n, t in zip(names, texts, strict=True) if not t]
+        if empty:
+            raise RnnlabError(f"cannot classify an empty name ({empty[0]!r})")
+        x, lengths = self.vocab.encode_batch(texts)
+        return {"x": x, "lengths": lengths}
+
+    def decode(self, ids: torch.Tensor) -> str:
+        return self.vocab.decode(ids.tolist())
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1:  # Lightning shards the default loader across processes
+            return super().train_dataloader()
+        train = self.splits["train"]
+        weights = None
+        if self.balance == "sampler":
+            y = train.tensors["y"]
+            counts = torch.bincount(y, minlength=len(self.class_names)).float()
+            weights = 1.0 / counts[y]  # every language drawn equally often
+        sampler = LengthBuckets(
+            train.tensors["lengths"], self.batch_size, self.seed, weights, bucket=self.bucket
+        )
+        return DataLoader(
+            train,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def state_dict(self) -> dict:
+        if self.vocab is None:
+            self.setup()
+        return {
+            "vocab": list(self.vocab.symbols),
+            "class_names": list(self.class_names),
+            "class_weights": self.class_weights,
+            "accents": self.accents,
+            "data_dir": self.trained_on or self._resolved(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        vocab = Vocabulary(state["vocab"])
+        if self.vocab is not None and vocab != self.vocab:
+            self.splits.clear()
+        self.vocab = vocab
+        self.class_names = list(state["class_names"])
+        self.class_weights = state.get("class_weights")
+        self.accents = state.get("accents", self.accents)
+        self.trained_on = state.get("data_dir")
+
+
+def fetch_names(url: str, dest: str | Path, timeout: float = 30.0) -> Path:
+    """Download the tutorial's zip and unpack its ``<Language>.txt`` files into ``dest``."""
+    dest = Path(dest)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            payload = response.read()
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise RnnlabError(
+            f"could not download {url} ({reason}); without network access, copy a folder of "
+            "<Language>.txt files and point data.data_dir at it"
+        ) from e
+    import io
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(payload))
+    except zipfile.BadZipFile as e:
+        raise RnnlabError(f"{url} did not return a zip archive") from e
+    members = [m for m in archive.namelist() if m.endswith(".txt") and "/names/" in f"/{m}"]
+    if not members:
+        raise RnnlabError(f"the archive from {url} holds no names/<Language>.txt files")
+    dest.mkdir(parents=True, exist_ok=True)
+    for member in members:
+        (dest / Path(member).name).write_bytes(archive.read(member))
+    return dest
