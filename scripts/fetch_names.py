@@ -21,11 +21,14 @@ def main(argv: list[str]) -> int:
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep or key not in KEYS:
-            print(f"error: unknown argument {item!r}; expected key=value with key in {KEYS}", file=sys.stderr)
+            print(
+                f"error: unknown argument {item!r}; expected key=value with key in {KEYS}",
+                file=sys.stderr,
+            )
             return 2
         args[key] = value
     from rnnlab.config import ROOT, RnnlabError
-    from rnnlab.data.names import TUTORIAL_URL, fetch_names
+    from rnnlab.fetch import TUTORIAL_URL, fetch_names
 
     dest = args.get("dest", str(ROOT / "data" / "names"))
     try:

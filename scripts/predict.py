@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         print("error: ckpt_path=PATH is required", file=sys.stderr)
         return 2
     from rnnlab.config import RnnlabError
-    from rnnlab.predict import classify, generate, load
+    from rnnlab.predict import classify, generate, load, read_names
 
     try:
         restored = load(args["ckpt_path"])
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
             )
             print(args.get("prompt", "\n") + text)
             return 0
-        names = read_names(args)
+        names = read_names(args.get("input"), args.get("names"))
         for prediction in classify(restored, names, top_k=int(args.get("top_k", 1))):
             print(prediction.line())
     except RnnlabError as e:
@@ -63,29 +63,6 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def read_names(args: dict[str, str]) -> list[str]:
-    from rnnlab.config import RnnlabError
-
-    names: list[str] = []
-    if "names" in args:
-        value = args["names"].strip()
-        if value.startswith("[") and value.endswith("]"):
-            value = value[1:-1]
-        names += [n.strip() for n in value.split(",") if n.strip()]
-    if "input" in args:
-        if args["input"] == "-":
-            names += sys.stdin.read().splitlines()
-        else:
-            try:
-                with open(args["input"], encoding="utf-8") as f:
-                    names += f.read().splitlines()
-            except FileNotFoundError as e:
-                raise RnnlabError(f"input file {args['input']} does not exist") from e
-            except UnicodeDecodeError as e:
-                raise RnnlabError(f"input file {args['input']} is not UTF-8 text") from e
-    return names
 
 
 if __name__ == "__main__":

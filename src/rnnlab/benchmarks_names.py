@@ -252,7 +252,12 @@ def names_section(report, repeats: int, tiny: bool) -> None:
         for r in range(runs):
             tutorial.append(
                 tutorial_recipe(
-                    records["train"], records["test"], n_classes, steps, eval_every=eval_every, seed=r
+                    records["train"],
+                    records["test"],
+                    n_classes,
+                    steps,
+                    eval_every=eval_every,
+                    seed=r,
                 )
             )
             target = tutorial[-1]["acc"]

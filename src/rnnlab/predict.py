@@ -7,6 +7,7 @@ character language model. The vocabulary, class names and model config come from
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,11 @@ def classify(
     """The ``top_k`` most likely classes of each name; ``ckpt_path`` may be a ``load()`` result."""
     cfg, datamodule, task = load(ckpt_path) if not isinstance(ckpt_path, tuple) else ckpt_path
     class_names = list(datamodule.dims.class_names or [])
-    if not class_names or not hasattr(datamodule, "encode") or datamodule.dims.task != "classification":
+    if (
+        not class_names
+        or not hasattr(datamodule, "encode")
+        or datamodule.dims.task != "classification"
+    ):
         raise RnnlabError("this checkpoint is not a classifier of named classes (e.g. data=names)")
     if not isinstance(top_k, int) or not 1 <= top_k <= len(class_names):
         raise RnnlabError(f"top_k must be in 1..{len(class_names)}, got {top_k!r}")
@@ -78,7 +83,9 @@ def generate_text(
     if length < 0:
         raise RnnlabError(f"length must be non-negative, got {length}")
     if temperature < 0:
-        raise RnnlabError(f"temperature must be non-negative (0 picks the likeliest), got {temperature}")
+        raise RnnlabError(
+            f"temperature must be non-negative (0 picks the likeliest), got {temperature}"
+        )
     ids = sample_ids(net, vocab.encode(prompt), length, temperature, [PAD_ID, UNK_ID], seed)
     return vocab.decode(ids)
 
@@ -95,3 +102,25 @@ def generate(
     if datamodule.dims.task != "lm":
         raise RnnlabError("this checkpoint is not a language model (e.g. data=chars)")
     return generate_text(task.net, datamodule.vocab, prompt, length, temperature, seed)
+
+
+def read_names(input: str | None = None, names: str | list[str] | None = None) -> list[str]:
+    """Names from ``names`` (a list, or ``[A,B]`` text) and from ``input`` (a file, ``-`` stdin)."""
+    out: list[str] = []
+    if isinstance(names, str):
+        text = names.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        names = text.split(",")
+    out += [n.strip() for n in names or [] if n.strip()]
+    if input == "-":
+        out += [n.strip() for n in sys.stdin.read().splitlines() if n.strip()]
+    elif input is not None:
+        try:
+            text = Path(input).read_bytes().decode("utf-8")
+        except FileNotFoundError as e:
+            raise RnnlabError(f"input file {input} does not exist") from e
+        except UnicodeDecodeError as e:
+            raise RnnlabError(f"input file {input} is not UTF-8 text") from e
+        out += [n.strip() for n in text.splitlines() if n.strip()]
+    return out

@@ -33,4 +33,6 @@ class TextSample(L.Callback):
         )
         # TensorBoard renders Markdown: indent to keep line breaks and spacing
         shown = "\n".join("    " + line for line in (self.prompt + text).splitlines())
-        writer.add_text("val/sample", f"temperature {self.temperature}:\n\n{shown}", trainer.global_step)
+        writer.add_text(
+            "val/sample", f"temperature {self.temperature}:\n\n{shown}", trainer.global_step
+        )

@@ -4,7 +4,9 @@ Reading policy, the same for every folder:
 
 - Lines are stripped; blank lines are skipped. Accents are kept (NFC) or folded to their base
   letters (``accents: fold``, e.g. ``Béringer -> Beringer``).
-- A name listed twice under one language counts once.
+- A name listed twice under one language counts once (``duplicates: merge``), or as often as
+  the file lists it (``duplicates: keep``, the files' own frequencies: the tutorial's Arabic.txt
+  lists 108 names 2000 times).
 - A name listed under several languages (``Abel`` is English, French and German) is kept once
   per language with ``ambiguous: keep`` (a model can then be right for only one of them), or
   dropped everywhere with ``ambiguous: drop``. Either way every copy of a name lands in the same
@@ -22,9 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import unicodedata
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 
 import torch
@@ -36,9 +35,9 @@ from rnnlab.data.vocab import Vocabulary
 
 log = logging.getLogger("rnnlab")
 
-TUTORIAL_URL = "https://download.pytorch.org/tutorial/data.zip"
 ACCENTS = ("keep", "fold")
 AMBIGUOUS = ("keep", "drop")
+DUPLICATES = ("merge", "keep")
 BALANCE = ("none", "weights", "sampler")
 
 
@@ -50,8 +49,13 @@ def normalize(name: str, accents: str = "keep") -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def read_names_folder(data_dir: str | Path, accents: str = "keep") -> dict[str, list[str]]:
-    """``{language: [unique names in file order]}`` from a folder of ``<Language>.txt`` files."""
+def read_names_folder(
+    data_dir: str | Path, accents: str = "keep", duplicates: str = "merge"
+) -> dict[str, list[str]]:
+    """``{language: [names in file order]}`` from a folder of ``<Language>.txt`` files.
+
+    ``duplicates="merge"`` lists each name once per language, ``"keep"`` as often as the file does.
+    """
     folder = Path(data_dir)
     if not folder.is_dir():
         raise RnnlabError(
@@ -69,14 +73,11 @@ def read_names_folder(data_dir: str | Path, accents: str = "keep") -> dict[str, 
             raise RnnlabError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from e
         except OSError as e:
             raise RnnlabError(f"{path} cannot be read ({e.strerror})") from e
-        seen: dict[str, None] = {}
-        for line in text.splitlines():
-            name = normalize(line.strip(), accents)
-            if name:
-                seen.setdefault(name, None)
-        if not seen:
+        names = [normalize(line.strip(), accents) for line in text.splitlines()]
+        names = [name for name in names if name]
+        if not names:
             raise RnnlabError(f"{path} holds no names (only blank lines)")
-        languages[path.stem] = list(seen)
+        languages[path.stem] = names if duplicates == "keep" else list(dict.fromkeys(names))
     return languages
 
 
@@ -146,6 +147,7 @@ class NamesDataModule(RnnlabDataModule):
         data_dir: str,
         accents: str = "keep",
         ambiguous: str = "keep",
+        duplicates: str = "merge",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         balance: str = "none",
@@ -158,6 +160,7 @@ class NamesDataModule(RnnlabDataModule):
         for key, value, allowed in (
             ("accents", accents, ACCENTS),
             ("ambiguous", ambiguous, AMBIGUOUS),
+            ("duplicates", duplicates, DUPLICATES),
             ("balance", balance, BALANCE),
         ):
             if value not in allowed:
@@ -172,6 +175,7 @@ class NamesDataModule(RnnlabDataModule):
             )
         self.data_dir = str(data_dir)
         self.accents, self.ambiguous, self.balance = accents, ambiguous, balance
+        self.duplicates = duplicates
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.bucket = bool(bucket)
         self.vocab: Vocabulary | None = None
@@ -184,7 +188,7 @@ class NamesDataModule(RnnlabDataModule):
 
     def _records(self) -> list[tuple[str, int]]:
         """Every (name, class) pair of the folder under the reading policy."""
-        languages = read_names_folder(self.data_dir, self.accents)
+        languages = read_names_folder(self.data_dir, self.accents, self.duplicates)
         if self.class_names is None:
             self.class_names = sorted(languages)
         unknown = sorted(set(languages) - set(self.class_names))
@@ -199,11 +203,11 @@ class NamesDataModule(RnnlabDataModule):
             for name in languages[language]:
                 owners.setdefault(name, []).append(index[language])
         if self.ambiguous == "drop":
-            owners = {name: c for name, c in owners.items() if len(c) == 1}
+            owners = {name: c for name, c in owners.items() if len(set(c)) == 1}
         return [(name, c) for name, classes in owners.items() for c in classes]
 
     def _split(self, records: list[tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
-        """Stratified, seeded, by unique name: all of a name's pairs land in one split."""
+        """Stratified, seeded, by unique name: all of a name's records land in one split."""
         groups: dict[str, list[int]] = {}
         for name, c in records:
             groups.setdefault(name, []).append(c)
@@ -225,7 +229,9 @@ class NamesDataModule(RnnlabDataModule):
         records = self._records()
         if self.trained_on is not None and self._resolved() != self.trained_on:
             # a restored model scored on another folder: the whole folder is the test set
-            log.info("Scoring every name of %s (not the folder the model trained on)", self.data_dir)
+            log.info(
+                "Scoring every name of %s (not the folder the model trained on)", self.data_dir
+            )
             return {"train": records, "val": records, "test": records}
         splits = self._split(records)
         if self.vocab is None:
@@ -329,30 +335,3 @@ class NamesDataModule(RnnlabDataModule):
         self.class_weights = state.get("class_weights")
         self.accents = state.get("accents", self.accents)
         self.trained_on = state.get("data_dir")
-
-
-def fetch_names(url: str, dest: str | Path, timeout: float = 30.0) -> Path:
-    """Download the tutorial's zip and unpack its ``<Language>.txt`` files into ``dest``."""
-    dest = Path(dest)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            payload = response.read()
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise RnnlabError(
-            f"could not download {url} ({reason}); without network access, copy a folder of "
-            "<Language>.txt files and point data.data_dir at it"
-        ) from e
-    import io
-
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(payload))
-    except zipfile.BadZipFile as e:
-        raise RnnlabError(f"{url} did not return a zip archive") from e
-    members = [m for m in archive.namelist() if m.endswith(".txt") and "/names/" in f"/{m}"]
-    if not members:
-        raise RnnlabError(f"the archive from {url} holds no names/<Language>.txt files")
-    dest.mkdir(parents=True, exist_ok=True)
-    for member in members:
-        (dest / Path(member).name).write_bytes(archive.read(member))
-    return dest

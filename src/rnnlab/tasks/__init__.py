@@ -31,4 +31,8 @@ def build_task(dims, net, **kwargs) -> SequenceTask:
 __all__ = [
     "TASKS",
     "LanguageModel",
-    "SequenceClassifier", "SequenceRegressor", "SequenceTask", "build_task"]
+    "SequenceClassifier",
+    "SequenceRegressor",
+    "SequenceTask",
+    "build_task",
+]
