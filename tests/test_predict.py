@@ -43,7 +43,13 @@ def names_run(tmp_path_factory):
     other = write_toy_names(root / "other", per_language=30, seed=7)  # another folder to score
     shutil.copytree(folder, root / "kept")
     shutil.rmtree(folder)  # predict must need nothing but the checkpoint
-    return {"ckpt": ckpt, "metrics": metrics, "other": other, "kept": root / "kept"}
+    return {
+        "ckpt": ckpt,
+        "metrics": metrics,
+        "other": other,
+        "kept": root / "kept",
+        "folder": folder,
+    }
 
 
 def test_classify_from_the_checkpoint_alone(names_run):
@@ -84,9 +90,13 @@ def test_names_come_from_a_list_a_file_or_standard_input(tmp_path, monkeypatch):
 
 def test_eval_scores_the_test_split_again_or_a_whole_other_folder(names_run):
     ckpt = names_run["ckpt"]
-    # the training folder is gone: point eval at its copy, the same names in the same split
-    again = evaluate(ckpt, [f"data.data_dir={names_run['kept']}"])
+    shutil.copytree(names_run["kept"], names_run["folder"])  # the training folder, back again
+    try:
+        again = evaluate(ckpt)  # its own test split: the same names, the same numbers
+    finally:
+        shutil.rmtree(names_run["folder"])
     assert again["test/acc"] == pytest.approx(names_run["metrics"]["test/acc"], abs=1e-6)
+    assert again["test/loss"] == pytest.approx(names_run["metrics"]["test/loss"], abs=1e-6)
 
     other = evaluate(ckpt, [f"data.data_dir={names_run['other']}"])
     dm = NamesDataModule(names_run["other"])
