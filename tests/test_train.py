@@ -125,7 +125,7 @@ def test_help_and_cfg_answer_without_importing_torch():
     assert "model:" in out.stdout and "NO_TORCH" in out.stdout
     help_run = run_cli(["--help"], timeout=60)
     assert help_run.returncode == 0
-    assert "data: adding, copy, counting" in help_run.stdout
+    assert "data: adding, chars, copy, counting" in help_run.stdout
 
 
 @pytest.mark.parametrize(
