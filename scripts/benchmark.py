@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-SECTIONS = ("overhead", "names", "fused", "scaling", "startup", "gpu")
+SECTIONS = ("overhead", "names", "fused", "scaling", "startup", "options", "gpu")
 
 
 def median(values: list[float]) -> float:
@@ -267,6 +267,60 @@ def startup(report: Report, repeats: int, tiny: bool) -> None:
     report.table(
         ["command", "seconds", "ratio to import torch"],
         [[k, f"{median(v):.2f}", f"{median(v) / base:.2f}x"] for k, v in times.items()],
+    )
+
+
+# ---------------------------------------------------------------- 7. compile and bf16
+
+
+def options(report: Report, repeats: int, tiny: bool) -> None:
+    import torch
+
+    from rnnlab.benchmarks import train_step_seconds
+    from rnnlab.nets import RecurrentNet
+
+    batch, seq_len, hidden = (8, 12, 16) if tiny else (64, 12, 128)
+    torch.manual_seed(0)
+    x = torch.randint(1, 60, (batch, seq_len))
+    y = torch.randint(0, 18, (batch,))
+
+    def make(**kwargs):
+        torch.manual_seed(0)
+        return RecurrentNet(18, "lstm", vocab_size=60, hidden_size=hidden, **kwargs)
+
+    compiled = make()
+    compiled.compile(dynamic=True)
+    contenders = {
+        "eager, fp32 (default)": (make(), False),
+        "`compile=true` (torch.compile, dynamic shapes)": (compiled, False),
+        "`trainer.precision=bf16-mixed` (CPU autocast)": (make(), True),
+    }
+    train_step_seconds(compiled, x, y, bf16=False, repeats=1)  # compile outside the timing
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    failures: dict[str, str] = {}
+    for _ in range(repeats):
+        for name, (net, bf16) in contenders.items():
+            if name in failures:
+                continue
+            try:
+                times[name].append(train_step_seconds(net, x, y, bf16=bf16, repeats=5) * 1000)
+            except RuntimeError as e:  # e.g. no bf16 LSTM kernel on this processor
+                failures[name] = str(e).strip().splitlines()[0][:90]
+    base = median(times["eager, fp32 (default)"])
+    report.section(
+        "7. torch.compile and bf16 autocast",
+        f"One Adam training step of a names-sized LSTM (batch {batch}, length {seq_len}, hidden "
+        f"{hidden}, 60 symbols, 18 classes), median of {repeats} x 5 steps. Both stay options, "
+        "off by default, unless they win here.",
+    )
+    report.table(
+        ["variant", "ms / step", "ratio to eager fp32"],
+        [
+            [k, f"fails: {failures[k]}", ""]
+            if k in failures
+            else [k, f"{median(v):.2f}", f"{median(v) / base:.2f}x"]
+            for k, v in times.items()
+        ],
     )
 
 

@@ -125,6 +125,24 @@ def forward_backward_seconds(
     return statistics.median(times)
 
 
+def train_step_seconds(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False, repeats: int = 5
+) -> float:
+    """Median seconds of one classification training step (forward, backward, Adam)."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = nn.functional.cross_entropy(net(x, None).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i:  # the first step warms up
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def command_seconds(args: list[str], repeats: int = 3, env: dict | None = None) -> float:
     """Median wall seconds of a command run from the project root."""
     times = []

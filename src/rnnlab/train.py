@@ -196,6 +196,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
     datamodule, dims, net, task = build_components(cfg)
     task.nan_policy = cfg.get("nan_policy", "stop")
     resume_step = reliability.check_resume(ckpt_path, task, cfg)
+    if cfg.get("compile"):
+        net.compile(dynamic=True)  # in place: parameter names and checkpoints stay the same
 
     callbacks = instantiate_group(cfg, "callbacks")
     loggers = instantiate_group(cfg, "logger")
