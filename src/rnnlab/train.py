@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rnnlab import distributed, reliability
 from rnnlab.checks import check_config
 from rnnlab.config import RnnlabError
+from rnnlab.pruning import trial_callbacks
 from rnnlab.tasks import TASKS, build_task
 
 log = logging.getLogger("rnnlab")
@@ -209,6 +210,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
     guard = reliability.RunGuard(cfg.seed, output_dir / "checkpoints")
     callbacks += [ConfigInCheckpoint(config_container), guard, *extra_callbacks]
     reliability.continue_event_files(loggers, resume_step)
+    callbacks.extend(trial_callbacks(cfg))  # an Optuna trial reports and may be pruned
     plugins = [reliability.AtomicCheckpointIO()]
     try:
         trainer: L.Trainer = instantiate(
@@ -242,7 +244,16 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
         try:
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except reliability.STOPS as e:
-            write_metrics(output_dir, trainer, current_metrics(trainer), monitor, start, git, e)
+            write_metrics(
+                output_dir,
+                trainer,
+                current_metrics(trainer),
+                monitor,
+                start,
+                git,
+                e,
+                cfg.monitor.mode,
+            )
             raise reliability.stopped(e, trainer, guard) from None
     metrics = current_metrics(trainer)
 
@@ -259,7 +270,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
             metrics.update({k: metric_value(v) for k, v in results.items()})
 
     metrics = {k: v for k, v in sorted(metrics.items())}
-    write_metrics(output_dir, trainer, metrics, monitor, start, git)
+    write_metrics(output_dir, trainer, metrics, monitor, start, git, mode=cfg.monitor.mode)
     if trainer.is_global_zero:
         report(output_dir, metrics, getattr(datamodule, "baselines", {}))
     return metrics
@@ -282,11 +293,13 @@ def write_metrics(
     start: float,
     git: dict[str, Any],
     stopped_by: BaseException | None = None,
+    mode: str | None = None,
 ) -> None:
     """``metrics.json``: the metrics, where the run got to, its git state and how it ended."""
     record = {
         "metrics": metrics,
         "monitor": monitor,
+        "mode": mode,
         "best_model_path": trainer.checkpoint_callback.best_model_path
         if trainer.checkpoint_callback
         else None,
@@ -313,6 +326,14 @@ def report(output_dir: Path, metrics: dict[str, float], baselines: dict[str, flo
     log.info("Run directory: %s\n%s", output_dir, "\n".join(lines))
 
 
+def in_sweep() -> bool:
+    """Whether this run is one job of a Hydra multirun (a grid or an Optuna study)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run(cfg: DictConfig) -> float | None:
     """What `train.py` calls: train, print a clear sentence on bad input, return the sweep metric."""
     try:
@@ -320,6 +341,9 @@ def run(cfg: DictConfig) -> float | None:
             metrics = train(cfg)
     except RnnlabError as e:
         log.error("%s", e)
+        signal_codes = (reliability.EXIT_CODES["SIGINT"], reliability.EXIT_CODES["SIGTERM"])
+        if in_sweep() and getattr(e, "exit_code", 2) not in signal_codes:
+            raise  # the sweeper records this job as failed and goes on; a signal stops the sweep
         print(f"error: {e}", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 2))
     key = cfg.get("optimized_metric") or f"{cfg.monitor.metric}_best"
