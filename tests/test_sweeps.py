@@ -277,3 +277,17 @@ def test_the_presets_compose_into_a_search_space(preset):
     dists, _ = search_space(dict(sweeper.params), [])
     assert dists["model"] == CategoricalDistribution(["rnn", "lstm", "gru"])
     assert dists["optimizer.lr"].log and "model.hidden_size" in dists
+
+
+@pytest.mark.slow
+def test_n_jobs_runs_worker_processes_on_one_shared_study(tmp_path):
+    args = [*OPTUNA, "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=3"]
+    args += ["hydra.sweeper.sampler.seed=3", "optimizer.lr=tag(log,interval(1e-3,1e-1))"]
+    out = run_cli(["-m", *TINY, *args, f"hydra.sweep.dir={tmp_path}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = optuna.load_study(study_name="tiny", storage=storage_of(tmp_path)).get_trials()
+    assert 3 <= len(trials) <= 4  # two workers may both start the last trial
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.params["optimizer.lr"] for t in trials}) == len(trials)
+    for i in (0, 1):
+        assert "Launching 1 jobs locally" in (tmp_path / f"worker_{i}.log").read_text()

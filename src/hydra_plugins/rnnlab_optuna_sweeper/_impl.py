@@ -8,8 +8,12 @@ study as FAIL with its error; the sweep goes on and fails only when every trial 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
+import os
+import subprocess
+import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 PRUNER_ATTR = "rnnlab_pruner"  # the pruner's config, so a trial's own process can rebuild it
+WORKER_ENV = "RNNLAB_SWEEP_WORKERS_SINCE"  # set for the worker processes of a parallel sweep
 DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
 
 
@@ -149,6 +154,15 @@ def default_direction(config: DictConfig) -> str:
     return DIRECTIONS[mode]
 
 
+def in_flight(study: optuna.Study, since: str | None) -> int:
+    """Trials that sibling workers of this parallel sweep are running now."""
+    if not since:
+        return 0
+    start = datetime.datetime.fromisoformat(since)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(t.datetime_start is not None and t.datetime_start >= start for t in running)
+
+
 def tell_study(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:
     """``study.tell``, where the grid sampler's wish to stop an exhausted grid is no error."""
     try:
@@ -245,10 +259,14 @@ class OptunaSweeperImpl:
             f"++optuna.study_name={quote(self.study_name)}",
             f"++optuna.storage={quote(url)}",
         ]
+        if self.n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
+            return self.run_workers(study, url)
+        since = os.environ.get(WORKER_ENV)  # set in the worker processes of a parallel sweep
         tally = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         last_error = ""
         while True:
-            remaining = self.n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            remaining = self.n_trials - finished - in_flight(study, since)
             if remaining <= 0:
                 break
             trials = [study.ask(distributions) for _ in range(min(self.n_jobs, remaining))]
@@ -280,6 +298,66 @@ class OptunaSweeperImpl:
         if done:
             best = study.best_trial
             log.info("Best trial %d: %s = %s", best.number, best.params, best.value)
+        return study
+
+    def run_workers(self, study: optuna.Study, url: str) -> optuna.Study:
+        """Run ``n_jobs`` worker processes of this same command on the shared study, then report.
+
+        Each worker gets ``cpu_count // n_jobs`` threads and its own sampler seed, and logs to
+        ``<sweep dir>/worker_<i>.log``.
+        """
+        since = datetime.datetime.now()
+        threads = max(1, (os.cpu_count() or 1) // self.n_jobs)
+        seed = (self.sampler_cfg or {}).get("seed")
+        replaced = ("hydra.sweeper.n_jobs=", "hydra.sweep.dir=", "hydra.sweeper.storage=")
+        replaced += ("hydra.sweeper.study_name=", "hydra.sweeper.sampler.seed=")
+        argv = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(replaced)]
+        command = [
+            sys.executable,
+            sys.argv[0],
+            *argv,
+            "hydra.sweeper.n_jobs=1",
+            f"hydra.sweep.dir={quote(str(self.sweep_dir))}",
+            f"hydra.sweeper.storage={quote(url)}",
+            f"hydra.sweeper.study_name={quote(self.study_name)}",
+        ]
+        env = {**os.environ, WORKER_ENV: since.isoformat(), "OMP_NUM_THREADS": str(threads)}
+        log.info("Running %d workers with %d threads each", self.n_jobs, threads)
+        workers = []
+        try:
+            for i in range(self.n_jobs):
+                own_seed = [] if seed is None else [f"hydra.sweeper.sampler.seed={seed + i}"]
+                log_file = (self.sweep_dir / f"worker_{i}.log").open("w")
+                process = subprocess.Popen(
+                    [*command, *own_seed], env=env, stdout=log_file, stderr=subprocess.STDOUT
+                )
+                workers.append((process, log_file))
+            for process, _ in workers:
+                process.wait()
+        finally:
+            for process, log_file in workers:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait()
+                log_file.close()
+        ran = [
+            t
+            for t in study.get_trials(deepcopy=False, states=FINISHED)
+            if t.datetime_start is not None and t.datetime_start >= since
+        ]
+        states = [t.state for t in ran]
+        log.info(
+            "Study %s: %d trials run now by %d workers (%d complete, %d pruned, %d failed)",
+            self.study_name,
+            len(ran),
+            self.n_jobs,
+            states.count(TrialState.COMPLETE),
+            states.count(TrialState.PRUNED),
+            states.count(TrialState.FAIL),
+        )
+        if ran and states.count(TrialState.FAIL) == len(ran):
+            error = ran[-1].user_attrs.get("error", "")
+            raise RuntimeError(f"every trial of the sweep failed; the last error: {error}")
         return study
 
     def launch(self, trials: list[optuna.Trial], batch: list[tuple[str, ...]]) -> list[Any]:
