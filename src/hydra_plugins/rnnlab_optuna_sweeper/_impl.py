@@ -279,7 +279,14 @@ class OptunaSweeperImpl:
                 sampled = [f"{name}={value}" for name, value in trial.params.items()]
                 fixed_lines = [f"{name}={value}" for name, value in fixed.items()]
                 batch.append((*sampled, *fixed_lines, *identity, f"++optuna.trial={trial.number}"))
-            for trial, ret in zip(trials, self.launch(trials, batch), strict=True):
+            try:
+                returns = self.launch(trials, batch)
+            except BaseException:  # Ctrl-C or a signal stops the sweep: its trials end as FAIL
+                for trial in trials:
+                    trial.set_user_attr("error", "interrupted: the sweep was stopped")
+                    tell_study(study, trial, state=TrialState.FAIL)
+                raise
+            for trial, ret in zip(trials, returns, strict=True):
                 state, error = self.tell(study, trial, ret)
                 tally[state] += 1
                 last_error = error or last_error
