@@ -129,7 +129,7 @@ STUDY = [
     "hydra.sweeper.pruner.n_startup_trials=1",
     "hydra.sweeper.pruner.n_warmup_steps=0",
     "hydra.sweeper.sampler.seed=0",
-    "optimizer.lr=choice(0.0,0.02)",  # the search space, given on the command line
+    "optimizer.lr=choice(1e-9,0.02)",  # the search space, given on the command line
     "data.n_train=256",
     "data.batch_size=32",
     "trainer.max_epochs=2",
@@ -138,11 +138,11 @@ STUDY = [
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> dict:
-    """Two enqueued trials (a learning one, then lr=0 which the median pruner stops), then a resume."""
+    """Two enqueued trials (a learning one, then lr=1e-9 which the median pruner stops), then a resume."""
     sweep_dir = tmp_path_factory.mktemp("study")
     first = optuna.create_study(study_name="tiny", storage=storage_of(sweep_dir))
     first.enqueue_trial({"optimizer.lr": 0.02})
-    first.enqueue_trial({"optimizer.lr": 0.0})
+    first.enqueue_trial({"optimizer.lr": 1e-9})
     args = ["-m", *TINY, *STUDY, f"hydra.sweep.dir={sweep_dir}"]
     out = run_cli([*args, "hydra.sweeper.n_trials=2"])
     assert out.returncode == 0, out.stderr[-3000:]
@@ -156,8 +156,8 @@ def study(tmp_path_factory) -> dict:
 def test_a_trial_worse_than_the_median_is_pruned_and_recorded_as_pruned(study):
     good, bad = study["before"]
     assert good.state == optuna.trial.TrialState.COMPLETE and good.params == {"optimizer.lr": 0.02}
-    assert bad.state == optuna.trial.TrialState.PRUNED and bad.params == {"optimizer.lr": 0.0}
-    # reported each validation (step = epoch); lr=0 is worse than the only finished trial at epoch 0
+    assert bad.state == optuna.trial.TrialState.PRUNED and bad.params == {"optimizer.lr": 1e-9}
+    # reported each validation (step = epoch); lr=1e-9 is worse than the only finished trial at epoch 0
     assert sorted(good.intermediate_values) == [0, 1]
     assert list(bad.intermediate_values) == [0]
     assert bad.intermediate_values[0] > good.intermediate_values[0]
