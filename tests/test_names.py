@@ -237,3 +237,17 @@ def test_real_names_set_reads_as_documented(shared_data):
 def test_best_recipe_reaches_85_percent_on_the_real_test_split(cfg_factory, shared_data):
     metrics = train(cfg_factory("experiment=names", f"data.data_dir={shared_data / 'names'}"))
     assert metrics["test/acc"] >= 0.85
+
+
+def test_the_confusion_picture_shades_each_cell_by_its_share_of_the_true_class():
+    from rnnlab.callbacks.classification import _shade, confusion_image
+
+    matrix = torch.tensor([[4, 0, 0], [1, 1, 0], [0, 0, 0]])  # the third class never seen
+    picture = confusion_image(matrix, ["Aa", "Bb", "Cc"])
+    assert picture.dtype.name == "uint8"
+    assert picture.ndim == 3 and picture.shape[2] == 3
+    colors = {tuple(int(v) for v in p) for p in picture.reshape(-1, 3)}
+    assert {_shade(1.0), _shade(0.5), _shade(0.0)} <= colors  # recall 1, 0.5 and 0 cells
+    assert _shade(1.0) == (8, 48, 107) and _shade(0.0) == (247, 251, 255)
+    wider = confusion_image(torch.eye(6, dtype=torch.long), [f"L{i}" for i in range(6)])
+    assert wider.shape[1] > picture.shape[1] and wider.shape[0] > picture.shape[0]

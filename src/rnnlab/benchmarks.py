@@ -110,6 +110,55 @@ def plain_loop(
     return time.perf_counter() - start, steps
 
 
+class StockParity(L.LightningModule):
+    """Lightning's parity module as a user would write it: MSE loss, Adam, optional ``self.log``."""
+
+    def __init__(self, lr: float = 0.02, log_every_step: bool = True) -> None:
+        super().__init__()
+        self.net = parity_net()
+        self.lr, self.log_every_step = lr, log_every_step
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = nn.functional.mse_loss(self.net(batch["x"], None), batch["y"])
+        if self.log_every_step:
+            self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = nn.functional.mse_loss(self.net(batch["x"], None), batch["y"])
+        if self.log_every_step:
+            self.log("val_loss", loss, prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def stock_lightning_seconds(
+    out: Path, epochs: int, n_train: int, extras_on: bool
+) -> tuple[float, int]:
+    """Stock Lightning on the parity task: ``extras_on`` keeps its default logger, progress bar and
+    checkpointing and logs every step; otherwise all are off. Returns (seconds, steps)."""
+    watch = Stopwatch()
+    kwargs: dict = {}
+    if not extras_on:
+        kwargs = dict(
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[watch],
+        **kwargs,
+    )
+    trainer.fit(StockParity(log_every_step=extras_on), datamodule=AverageDataModule(n_train))
+    return watch.seconds, epochs * -(-n_train // 30)
+
+
 def forward_backward_seconds(
     net: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, repeats: int = 5
 ) -> float:

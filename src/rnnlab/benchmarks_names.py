@@ -154,8 +154,14 @@ class TimeToAccuracy(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every:
-            return
+        if trainer.global_step % self.every == 0:
+            self.score(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.reached is None and trainer.global_step % self.every:  # the last, unscored steps
+            self.score(trainer, pl_module)
+
+    def score(self, trainer, pl_module) -> None:
         self.seconds += time.perf_counter() - self._start
         acc = self.accuracy(pl_module)
         self.curve.append((self.seconds, acc))
@@ -261,7 +267,11 @@ def names_section(report, repeats: int, tiny: bool) -> None:
                 )
             )
             target = tutorial[-1]["acc"]
-            rnnlab.append(rnnlab_time_to_accuracy(data_dir, target, tmp / f"tta{r}", quick))
+            rnnlab.append(
+                rnnlab_time_to_accuracy(
+                    data_dir, target, tmp / f"tta{r}", quick, every=2 if tiny else 20
+                )
+            )
             process.append(process_run(data_dir, tmp / f"proc{r}", quick))
     _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process)
 
@@ -311,3 +321,98 @@ def _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process) -> 
         ],
     ]
     report.table(["run", "seconds", "accuracy", "ratio"], rows)
+
+
+# ---------------------------------------------------------------- names throughput (section 1)
+
+
+def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], float, str] | None:
+    """One epoch of the names LSTM recipe, rnnlab (defaults on) against a plain loop.
+
+    Both train the same net on the same length-bucketed batches with the same optimizer,
+    scheduler and gradient clipping, and validate once. Returns table rows, the throughput ratio
+    rnnlab / plain, and a description of the data.
+    """
+    import statistics
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from rnnlab.benchmarks import Stopwatch
+    from rnnlab.config import CONF_DIR
+    from rnnlab.train import build_components, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data_dir = shared_names_dir()
+        where = f"`{data_dir.name}` real set"
+        if tiny or not data_dir.is_dir():
+            data_dir = write_toy_names(tmp / "names", per_language=60)
+            where = "a generated two-language folder"
+        overrides = [
+            "experiment=names",
+            "model=lstm",
+            f"data.data_dir={data_dir}",
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=1",
+            "test=false",
+            *(["data.batch_size=16", "model.hidden_size=32"] if tiny else []),
+        ]
+
+        def config(out: Path):
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose("train", overrides=overrides)
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(out)
+            return cfg
+
+        class Watch(Stopwatch):
+            def on_train_start(self, trainer, pl_module) -> None:
+                self.n = len(trainer.datamodule.splits["train"])
+                super().on_train_start(trainer, pl_module)
+
+        def run_rnnlab(i: int) -> tuple[float, int]:
+            watch = Watch()
+            train(config(tmp / f"rnnlab{i}"), extra_callbacks=[watch])
+            return watch.seconds, watch.n
+
+        def run_plain(i: int) -> tuple[float, int]:
+            cfg = config(tmp / f"plain{i}")
+            torch.manual_seed(cfg.seed)
+            dm, _, net, task = build_components(cfg)
+            dm.setup()
+            opt = task.configure_optimizers()
+            optimizer, scheduler = (opt["optimizer"], opt["lr_scheduler"]["scheduler"])
+            clip = cfg.trainer.gradient_clip_val
+            start = time.perf_counter()
+            net.train()
+            for batch in dm.train_dataloader():
+                loss = nn.functional.cross_entropy(net(batch["x"], batch["lengths"]), batch["y"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip:
+                    nn.utils.clip_grad_norm_(net.parameters(), clip)
+                optimizer.step()
+            scheduler.step()
+            net.eval()
+            correct = 0
+            with torch.no_grad():
+                for batch in dm.val_dataloader():
+                    out = net(batch["x"], batch["lengths"])
+                    correct += int((out.argmax(-1) == batch["y"]).sum())
+            seconds = time.perf_counter() - start
+            return seconds, len(dm.splits["train"])
+
+        rates: dict[str, list[float]] = {"plain PyTorch loop": [], "rnnlab, defaults": []}
+        for i in range(repeats):
+            for name, fn in (("plain PyTorch loop", run_plain), ("rnnlab, defaults", run_rnnlab)):
+                seconds, n = fn(i)
+                rates[name].append(n / seconds)
+    base = statistics.median(rates["plain PyTorch loop"])
+    rows = [
+        [k, f"{statistics.median(v):.0f}", f"{statistics.median(v) / base:.2f}"]
+        for k, v in rates.items()
+    ]
+    return rows, statistics.median(rates["rnnlab, defaults"]) / base, where

@@ -121,3 +121,33 @@ def _cuda_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_precision(precision: str, device_type: str, net: Any, dims: Any) -> None:
+    """bf16 on CPU: run the net once on a tiny batch under autocast, so a processor without the
+    kernels it needs (oneDNN has no bf16 LSTM on many CPUs) fails now, in one sentence, rather than
+    with a low-level error at the first training step."""
+    import torch
+
+    if not str(precision).startswith("bf16") or device_type != "cpu":
+        return
+    if getattr(dims, "vocab_size", None) is not None:
+        x = torch.ones(2, 3, dtype=torch.long)
+    else:
+        x = torch.zeros(2, 3, dims.input_size)
+    lengths = torch.tensor([3, 2])
+    was_training = net.training
+    net.eval()  # no dropout: the probe draws no random numbers
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            net(x, lengths)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[0].split(". ")[0].rstrip(".") or type(e).__name__
+        cell = getattr(net, "cell", None)
+        what = f"the {cell.upper()}" if isinstance(cell, str) else type(net).__name__
+        raise RnnlabError(
+            f"trainer.precision={precision} can not run {what} on this CPU ({reason}); "
+            "use trainer.precision=32-true, or a GPU"
+        ) from e
+    finally:
+        net.train(was_training)

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab import distributed, reliability
-from rnnlab.checks import check_config
+from rnnlab.checks import check_config, check_precision
 from rnnlab.config import RnnlabError
 from rnnlab.pruning import trial_callbacks
 from rnnlab.tasks import TASKS, build_task
@@ -221,6 +221,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
     except (ValueError, RuntimeError) as e:  # e.g. MisconfigurationException for devices
         raise RnnlabError(f"invalid trainer config: {e}") from e
     distributed.prepare(trainer)  # DDP workers restart this Hydra job; ranks > 0 stay quiet
+    check_precision(trainer.precision, trainer.strategy.root_device.type, net, dims)
 
     monitor = cfg.monitor.metric
     best_key = f"{monitor}_best"

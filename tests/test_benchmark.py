@@ -1,0 +1,40 @@
+"""The benchmark script runs end to end at tiny sizes and writes every section (timings unchecked)."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import run_cli
+
+
+def test_the_benchmark_runs_every_section_at_tiny_sizes(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    result = run_cli(
+        ["--tiny", "--repeats", "1", "--out", str(out)], script="scripts/benchmark.py", timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    titles = re.findall(r"^## (\d)\. ", report, flags=re.M)
+    assert titles == ["1", "2", "3", "4", "5", "6", "7"]
+    assert "- Command: `python scripts/benchmark.py --tiny" in report
+    assert "torch " in report and "lightning " in report
+    # every timing table holds numbers and a ratio to its baseline
+    overhead = report.split("## 1.")[1].split("## 2.")[0]
+    assert re.search(
+        r"\| plain PyTorch loop \(train \+ val each epoch\) \| [\d.]+ \| 1\.00x \|", overhead
+    )
+    assert re.search(
+        r"\| stock Lightning, logger/progress bar/checkpoints off \| [\d.]+ \| [\d.]+x \|", overhead
+    )
+    assert "| rnnlab, defaults | " in overhead and "not judged at --tiny sizes" in overhead
+    names = report.split("## 2.")[1].split("## 3.")[0]
+    assert re.search(r"\| tutorial, one name at a time \| [\d.]+ \| [01]\.\d{3}", names)
+    assert "whole process" in names
+    assert re.search(r"per-step cost x[\d.]+ from T=32 to T=64", report)
+    assert re.search(r"\| `python train.py debug=fast` \| [\d.]+ \| [\d.]+x \|", report)
+
+
+def test_an_unknown_section_is_one_clear_error(tmp_path):
+    result = run_cli(["--sections", "overhead,speed"], script="scripts/benchmark.py")
+    assert result.returncode == 2
+    assert "unknown section(s) ['speed']" in result.stderr
