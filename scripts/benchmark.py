@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+NOTES = "## Reading these numbers"  # from this heading on, BENCHMARKS.md is kept as written
 SECTIONS = ("overhead", "names", "fused", "scaling", "startup", "gpu", "options")
 
 
@@ -460,7 +461,11 @@ def main(argv: list[str] | None = None) -> int:
         + machine_description()
         + f"\n- Total benchmark time: {time.time() - start:.0f} s\n"
     )
-    Path(args.out).write_text(header + "\n".join(report.parts) + "\n")
+    out = Path(args.out)
+    notes = ""  # the hand-written reading of the numbers survives a re-run
+    if out.is_file() and NOTES in out.read_text():
+        notes = "\n" + NOTES + out.read_text().split(NOTES, 1)[1].rstrip() + "\n"
+    out.write_text(header + "\n".join(report.parts) + "\n" + notes)
     print(f"wrote {args.out}")
     return 0
 

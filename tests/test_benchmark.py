@@ -38,3 +38,15 @@ def test_an_unknown_section_is_one_clear_error(tmp_path):
     result = run_cli(["--sections", "overhead,speed"], script="scripts/benchmark.py")
     assert result.returncode == 2
     assert "unknown section(s) ['speed']" in result.stderr
+
+
+def test_a_rerun_keeps_the_hand_written_reading_of_the_numbers(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# old tables\n\n## Reading these numbers\n\nThe overhead is per epoch.\n")
+    result = run_cli(
+        ["--tiny", "--sections", "fused", "--out", str(out)], script="scripts/benchmark.py"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    assert "# old tables" not in report and "## 3. Fused" in report
+    assert report.endswith("## Reading these numbers\n\nThe overhead is per epoch.\n")
