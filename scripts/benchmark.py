@@ -350,7 +350,7 @@ def options(report: Report, repeats: int, tiny: bool) -> None:
             try:
                 times[name].append(train_step_seconds(net, x, y, bf16=bf16, repeats=5) * 1000)
             except RuntimeError as e:  # e.g. no bf16 LSTM kernel on this processor
-                failures[name] = str(e).strip().splitlines()[0][:90]
+                failures[name] = str(e).strip().splitlines()[0].split(". ")[0].rstrip(".")
     base = median(times["eager, fp32 (default)"])
     report.section(
         "7. torch.compile and bf16 autocast",

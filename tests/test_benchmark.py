@@ -28,8 +28,12 @@ def test_the_benchmark_runs_every_section_at_tiny_sizes(tmp_path):
     )
     assert "| rnnlab, defaults | " in overhead and "not judged at --tiny sizes" in overhead
     names = report.split("## 2.")[1].split("## 3.")[0]
-    assert re.search(r"\| tutorial, one name at a time \| [\d.]+ \| [01]\.\d{3}", names)
-    assert "whole process" in names
+    assert re.search(
+        r"\| tutorial, one name at a time \(training only\) \| [\d.]+ \| [01]\.\d{3}", names
+    )
+    assert re.search(
+        r"stopped at the tutorial's accuracy, whole process \| [\d.]+ \| [01]\.\d{3}", names
+    )
     assert re.search(r"per-step cost x[\d.]+ from T=32 to T=64", report)
     assert re.search(r"\| `python train.py debug=fast` \| [\d.]+ \| [\d.]+x \|", report)
 

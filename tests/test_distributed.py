@@ -239,3 +239,36 @@ def test_slurm_launcher_sets_the_world_of_each_trial():
         assert cfg.trainer.strategy == "ddp" and cfg.trainer.accelerator == "gpu"
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_ddp_names_run_reduces_its_metrics_and_draws_the_confusion_matrix_once(tmp_path):
+    # the confusion matrix is reduced over both processes with the other metrics, then drawn by
+    # process 0 alone: no collective is left waiting on one process
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rnnlab.benchmarks_names import write_toy_names
+
+    folder = write_toy_names(tmp_path / "toy", per_language=80)
+    result = run_cli(
+        [
+            "trainer=ddp_cpu",
+            "data=names",
+            f"data.data_dir={folder}",
+            "data.batch_size=16",
+            "model=gru",
+            "model.hidden_size=16",
+            "optimizer.lr=0.01",
+            "trainer.max_epochs=2",
+            *QUIET,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    for key in ("test/acc", "test/f1_macro", "test/balanced_acc", "val/acc_best"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    events = EventAccumulator(
+        str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}
+    ).Reload()
+    assert len(events.Images("val/confusion_matrix")) == 2  # one per validation, from process 0

@@ -272,8 +272,15 @@ def names_section(report, repeats: int, tiny: bool) -> None:
                     data_dir, target, tmp / f"tta{r}", quick, every=2 if tiny else 20
                 )
             )
-            process.append(process_run(data_dir, tmp / f"proc{r}", quick))
-    _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process)
+            # the whole process, stopped once validation accuracy passes the tutorial's
+            to_target = [
+                f"trainer.val_check_interval={2 if tiny else 20}",
+                "trainer.min_epochs=null",
+                f"callbacks.early_stopping.stopping_threshold={target}",
+            ]
+            process.append(process_run(data_dir, tmp / f"target{r}", [*quick, *to_target]))
+        best = process_run(data_dir, tmp / "best", quick)  # the whole recipe, once
+    _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process, best)
 
 
 def _median(values: list[float]) -> float:
@@ -282,14 +289,14 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process) -> None:
+def _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process, best) -> None:
     tut_seconds = _median([t["seconds"] for t in tutorial])
     tut_acc = _median([t["acc"] for t in tutorial])
     reached = [r["seconds"] for r in rnnlab if r["seconds"] is not None]
     rn_seconds = _median(reached) if reached else float("nan")
     proc_seconds = _median([p[0] for p in process])
-    final_acc = _median([p[1].get("test/acc", float("nan")) for p in process])
-    final_f1 = _median([p[1].get("test/f1_macro", float("nan")) for p in process])
+    proc_acc = _median([p[1].get("test/acc", float("nan")) for p in process])
+    best_seconds, best_metrics = best
     where = "a generated two-language folder (--tiny)" if tiny else f"`{data_dir}`"
     report.section(
         "2. Names time-to-accuracy",
@@ -297,30 +304,55 @@ def _write_section(report, data_dir, tiny, steps, tutorial, rnnlab, process) -> 
         f"tutorial's recipe (its char-RNN cell on one-hot ASCII letters, 128 hidden, NLLLoss, "
         f"SGD 0.005 by hand, one class-balanced random name per step, {steps:,} steps) against "
         f"`experiment=names`. Training seconds exclude scoring; the accuracy is on the test "
-        f"split. rnnlab's time is until its test accuracy first reaches the tutorial's final "
-        f"accuracy (scored every 20 steps). Median of {len(tutorial)} run(s).",
+        f"split. rnnlab's training time is until its test accuracy first reaches the tutorial's "
+        f"final accuracy (scored every 20 steps). The whole-process rows time "
+        f"`python train.py experiment=names ...` from start to exit (imports, data, training, "
+        f"test of the best checkpoint): the first stops once validation accuracy passes the "
+        f"tutorial's (`trainer.val_check_interval=20 trainer.min_epochs=null "
+        f"callbacks.early_stopping.stopping_threshold=<its accuracy>`), the second is the whole "
+        f"recipe. Median of {len(tutorial)} run(s); the whole recipe ran once.",
     )
     rows = [
         [
-            "tutorial, one name at a time",
+            "tutorial, one name at a time (training only)",
             f"{tut_seconds:.1f}",
             f"{tut_acc:.3f} (final, {steps:,} steps)",
             "1x",
         ],
         [
-            "rnnlab `experiment=names`, until it passes the tutorial",
+            "rnnlab `experiment=names`, training until it passes the tutorial",
             f"{rn_seconds:.2f}",
             f">= {tut_acc:.3f} ({len(reached)}/{len(rnnlab)} runs reached it)",
-            f"{tut_seconds / rn_seconds:.0f}x faster" if reached else "not reached",
+            f"{tut_seconds / rn_seconds:.0f}x" if reached else "not reached",
         ],
         [
-            "`python train.py experiment=names`, whole process (imports, training, test)",
+            "`python train.py experiment=names`, stopped at the tutorial's accuracy, whole process",
             f"{proc_seconds:.1f}",
-            f"{final_acc:.3f} test acc, {final_f1:.3f} macro F1 (final)",
-            f"{tut_seconds / proc_seconds:.1f}x faster than the tutorial's training alone",
+            f"{proc_acc:.3f} test acc",
+            f"{tut_seconds / proc_seconds:.1f}x",
+        ],
+        [
+            "`python train.py experiment=names`, the whole recipe, whole process",
+            f"{best_seconds:.1f}",
+            f"{best_metrics.get('test/acc', float('nan')):.3f} test acc, "
+            f"{best_metrics.get('test/f1_macro', float('nan')):.3f} macro F1 (final)",
+            f"{tut_seconds / best_seconds:.1f}x",
         ],
     ]
-    report.table(["run", "seconds", "accuracy", "ratio"], rows)
+    report.table(["run", "seconds", "accuracy", "speed-up over the tutorial"], rows)
+    train_ratio = tut_seconds / rn_seconds if reached else 0.0
+    process_ratio = tut_seconds / proc_seconds
+    if tiny:
+        report.text("Goals: not judged at --tiny sizes.")
+    else:
+        report.text(
+            f"Goals: >= 100x on training time: {_verdict(train_ratio, 100)}; >= 10x on the whole "
+            f"process: {_verdict(process_ratio, 10)}."
+        )
+
+
+def _verdict(ratio: float, goal: float) -> str:
+    return f"met ({ratio:.0f}x)" if ratio >= goal else f"missed ({ratio:.1f}x)"
 
 
 # ---------------------------------------------------------------- names throughput (section 1)

@@ -95,7 +95,9 @@ class ClassificationReport(L.Callback):
         self.samples = samples
         self.every_n_epochs = every_n_epochs
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the module's epoch end: its metrics (and the confusion matrix, reduced over every
+        # process) are computed by then, so only process 0 has work left here
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         if trainer.current_epoch % self.every_n_epochs:
@@ -105,9 +107,9 @@ class ClassificationReport(L.Callback):
         if not class_names or writer is None:
             return
         step = trainer.global_step
-        confusion = getattr(pl_module, "val_confusion", None)
-        if confusion is not None and confusion.update_count:
-            picture = confusion_image(confusion.compute(), class_names)
+        confusion = getattr(pl_module, "epoch_tensors", {}).get("val/confusion")
+        if confusion is not None:
+            picture = confusion_image(confusion, class_names)
             writer.add_image("val/confusion_matrix", picture, step, dataformats="HWC")
         text = self.sample_predictions(trainer, pl_module, class_names)
         if text:

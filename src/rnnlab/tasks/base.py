@@ -47,6 +47,7 @@ class SequenceTask(L.LightningModule):
                 f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
         self.scheduler_interval = scheduler_interval
+        self.epoch_tensors: dict[str, torch.Tensor] = {}  # e.g. "val/confusion", see log_stage
         for stage in STAGES:
             setattr(self, f"{stage}_loss", MeanMetric())
         self.set_monitor(self.monitor, self.mode)
@@ -113,16 +114,30 @@ class SequenceTask(L.LightningModule):
         return self(batch["x"], batch.get("lengths"))
 
     def log_stage(self, stage: str) -> dict[str, torch.Tensor]:
-        """Log the stage's epoch metrics (reduced across processes by torchmetrics), then reset."""
+        """Log the stage's epoch metrics (reduced across processes by torchmetrics), then reset.
+
+        A metric whose ``compute()`` returns a dict adds one value per key; values that are not
+        scalars (a confusion matrix) are kept in ``epoch_tensors`` for callbacks, not logged.
+        """
         loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         values = {loss_name: getattr(self, f"{stage}_loss")}
-        values.update({f"{stage}/{k}": m for k, m in self.stage_metrics(stage).items()})
+        values.update(
+            {f"{stage}/{k}" if k else stage: m for k, m in self.stage_metrics(stage).items()}
+        )
         computed = {}
+        for name in [k for k in self.epoch_tensors if k.startswith(f"{stage}/")]:
+            del self.epoch_tensors[name]  # last epoch's
         for name, metric in values.items():
             if metric.update_count == 0:  # e.g. a stage limited to zero batches
                 continue
-            computed[name] = metric.compute()
+            value = metric.compute()
             metric.reset()
+            for key, v in value.items() if isinstance(value, dict) else [("", value)]:
+                full = f"{name}/{key}" if key else name
+                if v.numel() == 1:
+                    computed[full] = v
+                else:
+                    self.epoch_tensors[full] = v.detach().cpu()
         # already reduced, so equal on every process: sync_dist only tells Lightning so
         self.log_dict(computed, prog_bar=stage == "val", sync_dist=True)
         return computed

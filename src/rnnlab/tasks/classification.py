@@ -5,14 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassRecall,
-)
 
 from rnnlab.tasks.base import SequenceTask, valid_steps_mask
+from rnnlab.tasks.metrics import ClassCounts
 
 IGNORE = -100
 
@@ -22,7 +17,8 @@ class SequenceClassifier(SequenceTask):
 
     With ``per_class_metrics`` (on by default when the data names its classes) it also logs the
     macro F1 ``{stage}/f1_macro`` and the balanced accuracy ``{stage}/balanced_acc`` (mean recall
-    per class), and keeps the validation confusion matrix ``val_confusion`` for the callbacks.
+    per class). All come from one count matrix per stage (``ClassCounts``); the validation matrix
+    is kept in ``epoch_tensors["val/confusion"]`` for the callbacks.
     """
 
     monitor = "val/acc"
@@ -51,29 +47,13 @@ class SequenceClassifier(SequenceTask):
                 f"class_weights needs {num_classes} values, got {tuple(weights.shape)}"
             )
         self.register_buffer("class_weights", weights, persistent=False)
-        for stage in ("train", "val", "test"):
-            setattr(
-                self,
-                f"{stage}_acc",
-                MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE),
-            )
         self.class_names = list(class_names) if class_names else None
         self.per_class_metrics = (
             bool(class_names) if per_class_metrics is None else bool(per_class_metrics)
         )
-        if self.per_class_metrics:
-            for stage in ("train", "val", "test"):
-                setattr(
-                    self,
-                    f"{stage}_f1_macro",
-                    MulticlassF1Score(num_classes, average="macro", ignore_index=IGNORE),
-                )
-                setattr(
-                    self,
-                    f"{stage}_balanced_acc",
-                    MulticlassRecall(num_classes, average="macro", ignore_index=IGNORE),
-                )
-            self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
+        for stage in ("train", "val", "test"):
+            counts = ClassCounts(num_classes, ignore_index=IGNORE, per_class=self.per_class_metrics)
+            setattr(self, f"{stage}_counts", counts)
 
     def targets_and_logits(
         self, output: torch.Tensor, batch: dict
@@ -101,19 +81,9 @@ class SequenceClassifier(SequenceTask):
     def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
         loss = self.loss(output, batch)
         logits, y = self.targets_and_logits(output, batch)
-        for metric in self.stage_metrics(stage).values():
-            metric.update(logits.detach(), y)
-        if self.per_class_metrics and stage == "val":
-            self.val_confusion.update(logits.detach(), y)
+        getattr(self, f"{stage}_counts").update(logits.detach(), y)
         return loss
 
     def stage_metrics(self, stage: str) -> dict[str, Metric]:
-        metrics = {"acc": getattr(self, f"{stage}_acc")}
-        if self.per_class_metrics:
-            metrics["f1_macro"] = getattr(self, f"{stage}_f1_macro")
-            metrics["balanced_acc"] = getattr(self, f"{stage}_balanced_acc")
-        return metrics
-
-    def on_validation_epoch_start(self) -> None:
-        if self.per_class_metrics:
-            self.val_confusion.reset()
+        # one count matrix gives acc (and f1_macro, balanced_acc); its matrix is kept, not logged
+        return {"": getattr(self, f"{stage}_counts")}
