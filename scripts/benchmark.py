@@ -153,8 +153,11 @@ def overhead(report: Report, repeats: int, tiny: bool) -> None:
         f"Milliseconds per training step (validation included), median of {repeats}.",
     )
     report.table(
-        ["loop", "ms / step", "ratio to plain"],
-        [[name, f"{median(v):.2f}", f"{median(v) / base:.2f}x"] for name, v in times.items()],
+        ["loop", "ms / step", "ratio to plain", "runs' range, ms"],
+        [
+            [name, f"{median(v):.2f}", f"{median(v) / base:.2f}x", f"{min(v):.2f}-{max(v):.2f}"]
+            for name, v in times.items()
+        ],
     )
     ratio = median(times[defaults]) / base
     verdict = "met" if ratio <= 1.25 else f"missed by {ratio - 1.25:.2f}x"
@@ -178,7 +181,7 @@ def names_throughput(report: Report, repeats: int, tiny: bool) -> None:
         "batches, net, optimizer and gradient clipping. Training names a second, median of "
         f"{max(1, min(repeats, 3))}."
     )
-    report.table(["loop", "names / s", "ratio to plain"], rows)
+    report.table(["loop", "names / s", "ratio to plain", "runs' range, names / s"], rows)
     verdict = "met" if ratio >= 0.97 else f"missed by {0.97 - ratio:.2f}"
     if tiny:
         verdict = "not judged at --tiny sizes"

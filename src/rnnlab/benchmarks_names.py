@@ -444,7 +444,12 @@ def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], fl
                 rates[name].append(n / seconds)
     base = statistics.median(rates["plain PyTorch loop"])
     rows = [
-        [k, f"{statistics.median(v):.0f}", f"{statistics.median(v) / base:.2f}"]
+        [
+            k,
+            f"{statistics.median(v):.0f}",
+            f"{statistics.median(v) / base:.2f}",
+            f"{min(v):.0f}-{max(v):.0f}",
+        ]
         for k, v in rates.items()
     ]
     return rows, statistics.median(rates["rnnlab, defaults"]) / base, where
