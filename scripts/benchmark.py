@@ -56,51 +56,40 @@ class Report:
 
 def overhead(report: Report, repeats: int, tiny: bool) -> None:
     import torch
-    from omegaconf import open_dict
 
     from rnnlab.benchmarks import (
         AverageDataModule,
         Stopwatch,
+        compose_run,
         parity_net,
         plain_loop,
         stock_lightning_seconds,
     )
-    from rnnlab.config import CONF_DIR
     from rnnlab.train import train
 
     epochs = 2 if tiny else 10
     n_train = 60 if tiny else 300
 
     def rnnlab_cfg(out: Path, *extra: str):
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[
-                    "model=lstm",
-                    "model.hidden_size=20",
-                    "optimizer.lr=0.02",
-                    "trainer.accelerator=cpu",
-                    f"trainer.max_epochs={epochs}",
-                    "trainer.gradient_clip_val=null",
-                    "test=false",
-                    *extra,
-                ],
-            )
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-            cfg.data = {
-                "_target_": "rnnlab.benchmarks.AverageDataModule",
-                "n_train": n_train,
-                "n_val": 60,
-                "seq_len": 100,
-                "batch_size": 30,
-                "seed": 0,
-            }
-        return cfg
+        overrides = [
+            "model=lstm",
+            "model.hidden_size=20",
+            "optimizer.lr=0.02",
+            "trainer.accelerator=cpu",
+            f"trainer.max_epochs={epochs}",
+            "trainer.gradient_clip_val=null",
+            "test=false",
+            *extra,
+        ]
+        data = {
+            "_target_": "rnnlab.benchmarks.AverageDataModule",
+            "n_train": n_train,
+            "n_val": 60,
+            "seq_len": 100,
+            "batch_size": 30,
+            "seed": 0,
+        }
+        return compose_run(overrides, out, data=data)
 
     def run_rnnlab(*extra: str) -> tuple[float, int]:
         watch = Stopwatch()
@@ -170,11 +159,7 @@ def overhead(report: Report, repeats: int, tiny: bool) -> None:
 def names_throughput(report: Report, repeats: int, tiny: bool) -> None:
     from rnnlab.benchmarks_names import names_throughput_runs
 
-    runs = names_throughput_runs(max(1, min(repeats, 3)), tiny)
-    if runs is None:
-        report.text("The names throughput table needs the names data module; not measured.")
-        return
-    rows, ratio, where = runs
+    rows, ratio, where = names_throughput_runs(max(1, min(repeats, 3)), tiny)
     report.text(
         f"The names LSTM recipe (`experiment=names model=lstm`, {where}): one epoch of training "
         "and its validation, rnnlab with its defaults against a plain loop over the same "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from rnnlab.config import ROOT
@@ -108,6 +109,25 @@ def plain_loop(
                 for idx in torch.arange(len(val["x"])).split(batch_size):
                     total += float(loss_fn(net(val["x"][idx], None), val["y"][idx])) * len(idx)
     return time.perf_counter() - start, steps
+
+
+def compose_run(overrides: list[str], output_dir: Path, **replace) -> DictConfig:
+    """``train.yaml`` composed with ``overrides`` as ``python train.py`` would, writing to
+    ``output_dir``; ``replace`` sets whole top-level nodes (``data={...}``) afterwards."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from rnnlab.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        for key, value in replace.items():
+            cfg[key] = value
+    return cfg
 
 
 class StockParity(L.LightningModule):

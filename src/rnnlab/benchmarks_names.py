@@ -184,29 +184,19 @@ def rnnlab_time_to_accuracy(
     data_dir: Path, target: float, out: Path, overrides: list[str] = (), every: int = 20
 ) -> dict:
     """Train ``experiment=names`` until its test-split accuracy passes ``target``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from rnnlab.config import CONF_DIR
+    from rnnlab.benchmarks import compose_run
     from rnnlab.train import train
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=names",
-                f"data.data_dir={data_dir}",
-                "trainer.accelerator=cpu",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                "test=false",
-                *overrides,
-            ],
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
+    overrides = [
+        "experiment=names",
+        f"data.data_dir={data_dir}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "test=false",
+        *overrides,
+    ]
+    cfg = compose_run(overrides, out)
     dm = NamesDataModule(data_dir, ambiguous=cfg.data.ambiguous, seed=cfg.data.seed)
     dm.setup()
     held_out = dict(dm.splits["test"].tensors)
@@ -358,7 +348,7 @@ def _verdict(ratio: float, goal: float) -> str:
 # ---------------------------------------------------------------- names throughput (section 1)
 
 
-def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], float, str] | None:
+def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], float, str]:
     """One epoch of the names LSTM recipe, rnnlab (defaults on) against a plain loop.
 
     Both train the same net on the same length-bucketed batches with the same optimizer,
@@ -367,12 +357,7 @@ def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], fl
     """
     import statistics
 
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from rnnlab.benchmarks import Stopwatch
-    from rnnlab.config import CONF_DIR
+    from rnnlab.benchmarks import Stopwatch, compose_run
     from rnnlab.train import build_components, train
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -393,12 +378,7 @@ def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], fl
         ]
 
         def config(out: Path):
-            GlobalHydra.instance().clear()
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose("train", overrides=overrides)
-            with open_dict(cfg):
-                cfg.paths.output_dir = str(out)
-            return cfg
+            return compose_run(overrides, out)
 
         class Watch(Stopwatch):
             def on_train_start(self, trainer, pl_module) -> None:
@@ -428,7 +408,7 @@ def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], fl
                     nn.utils.clip_grad_norm_(net.parameters(), clip)
                 optimizer.step()
             scheduler.step()
-            net.eval()
+            net.eval()  # and one validation pass, scored, as rnnlab's epoch ends with
             correct = 0
             with torch.no_grad():
                 for batch in dm.val_dataloader():
