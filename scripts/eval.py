@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     if "ckpt_path" not in args or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    from rnnlab.config import RnnlabError
+    from rnnlab.errors import RnnlabError
     from rnnlab.evaluate import evaluate, write_json
 
     try:

@@ -6,7 +6,8 @@
     python scripts/predict.py ckpt_path=PATH prompt="ROMEO:" length=300 temperature=0.8
 
 A classifier prints one line per name: name, language, probability (tab-separated; ``top_k``
-adds the next languages). A language model prints the prompt and its continuation.
+adds the next languages). A name made only of characters never seen in training prints
+``name<TAB>unknown: ...`` instead. A language model prints the prompt and its continuation.
 """
 
 from __future__ import annotations
@@ -26,6 +27,29 @@ def parse(argv: list[str]) -> dict[str, str]:
     return args
 
 
+def numbers(args: dict[str, str]) -> dict[str, int | float]:
+    """The numeric arguments, each checked by its rule before torch is imported."""
+    from rnnlab.config_checks import integer, number
+
+    rules = {
+        "top_k": (int, integer(1)),
+        "length": (int, integer(0)),
+        "temperature": (float, number(0, must_be="a non-negative number (0: the likeliest)")),
+        "seed": (int, integer(0, 2**32 - 1)),
+    }
+    out: dict[str, int | float] = {}
+    for key, (kind, rule) in rules.items():
+        if key not in args:
+            continue
+        try:
+            value: object = kind(args[key])
+        except ValueError:
+            value = args[key]
+        rule.check(key, value)
+        out[key] = value  # type: ignore[assignment]
+    return out
+
+
 def main(argv: list[str]) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip(), file=sys.stderr)
@@ -38,7 +62,13 @@ def main(argv: list[str]) -> int:
     if "ckpt_path" not in args:
         print("error: ckpt_path=PATH is required", file=sys.stderr)
         return 2
-    from rnnlab.config import RnnlabError
+    from rnnlab.errors import RnnlabError
+
+    try:
+        values = numbers(args)
+    except RnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from rnnlab.predict import classify, generate, load, read_names
 
     try:
@@ -47,14 +77,14 @@ def main(argv: list[str]) -> int:
             text = generate(
                 restored,
                 prompt=args.get("prompt", "\n"),
-                length=int(args.get("length", 300)),
-                temperature=float(args.get("temperature", 0.8)),
-                seed=int(args["seed"]) if "seed" in args else None,
+                length=int(values.get("length", 300)),
+                temperature=float(values.get("temperature", 0.8)),
+                seed=int(values["seed"]) if "seed" in values else None,
             )
             print(args.get("prompt", "\n") + text)
             return 0
         names = read_names(args.get("input"), args.get("names"))
-        for prediction in classify(restored, names, top_k=int(args.get("top_k", 1))):
+        for prediction in classify(restored, names, top_k=int(values.get("top_k", 1))):
             print(prediction.line())
     except RnnlabError as e:
         print(f"error: {e}", file=sys.stderr)

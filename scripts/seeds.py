@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
-    from rnnlab.seeds import SEEDS, render
+    from notebooks.printed import SEEDS, render
 
     unknown = [a for a in argv if a not in SEEDS]
     if unknown:

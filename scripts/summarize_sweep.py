@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnlab.config import RnnlabError
+from rnnlab.errors import RnnlabError
 from rnnlab.sweeps import (
     aggregate,
     leaderboard,

@@ -17,8 +17,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("sweep_dir", help="the sweep directory (outputs/multirun/<date>/<time>)")
     parser.add_argument("--output", help="where to write the PNG (default: in the sweep directory)")
     args = parser.parse_args(argv)
-    from rnnlab.config import RnnlabError
-    from rnnlab.studies import report
+    from rnnlab.errors import RnnlabError
+    from rnnlab.vanishing import report
 
     try:
         path = report(args.sweep_dir, args.output)

@@ -16,6 +16,16 @@ from rnnlab.config import CONF_DIR, ROOT
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker per core: each worker's torch (and every process it starts) on one thread, since
+    # threads that fight over the same cores run these small nets several times slower
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+# Speed only: no progress bar and no model summary. Every mode also has a test with the
+# defaults a user gets (tests/test_defaults.py and tests/test_readme.py).
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
 
 def make_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """The composed config as `python train.py` would see it, writing into ``output_dir``."""

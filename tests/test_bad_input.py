@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import QUIET, run_cli
 
 from rnnlab import cli
+from rnnlab.config import ROOT
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 TINY = [
     "data=pattern",
     "data.n_train=64",
@@ -101,7 +104,7 @@ CASES = [
         None,
         "trainer.max_epochs must be an integer (-1 for no limit), got 'abc'",
     ),
-    ("seed-word", ["seed=abc"], None, "seed must be an integer, got 'abc'"),
+    ("seed-word", ["seed=abc"], None, "seed must be an integer from 0 to 4294967295, got 'abc'"),
     (
         "hidden-size-0",
         ["model.hidden_size=0"],
@@ -134,6 +137,58 @@ CASES = [
         _file_as_folder,
         "cannot write the output folder",
     ),
+    ("seed-negative", ["seed=-1"], None, "seed must be an integer from 0 to 4294967295, got -1"),
+    ("nan-skip-limit", ["nan_skip_limit=0"], None, "nan_skip_limit must be a positive integer or null, got 0"),
+    ("seed-too-big", ["seed=4294967296"], None, "seed must be an integer from 0 to 4294967295"),
+    (
+        "val-check-interval-0",
+        ["trainer.val_check_interval=0"],
+        None,
+        "trainer.val_check_interval must be a positive integer (training steps), a fraction",
+    ),
+    ("val-check-interval-2.5", ["trainer.val_check_interval=2.5"], None, "got 2.5"),
+    (
+        "monitor-unknown",
+        ["monitor.metric=val/nonexistent"],
+        None,
+        "monitor.metric=val/nonexistent is not a metric this run logs; choose one of val/acc",
+    ),
+    (
+        "plateau-monitor",
+        ["scheduler=plateau", "+scheduler.monitor=val/nope"],
+        None,
+        "scheduler.monitor is not an option of ReduceLROnPlateau",
+    ),
+    (
+        "optimizer-option",
+        ["+optimizer.betas_typo=1"],
+        None,
+        "optimizer.betas_typo is not an option of Adam",
+    ),
+    (
+        "test-without-checkpoint",
+        ["train=false"],
+        None,
+        "train=false only tests a trained net: give ckpt_path=<checkpoint>",
+    ),
+    ("empty-run-dir", ["hydra.run.dir="], None, "hydra.run.dir is empty"),
+    ("dropout-nan", ["model.dropout=nan"], None, "model.dropout must be in [0, 1), got nan"),
+    ("lr-inf", ["optimizer.lr=inf"], None, "optimizer.lr must be a positive number, got inf"),
+    ("embedding-0", ["model.embedding_dim=0"], None, "model.embedding_dim must be a positive"),
+    ("init-std-0", ["model.init=normal", "model.init_std=0"], None, "model.init_std must be"),
+    ("cell-typo", ["model.cell=lstn"], None, "model.cell must be one of rnn, lstm, gru"),
+    ("n-train-0", ["data.n_train=0"], None, "data.n_train must be a positive integer, got 0"),
+    ("workers-negative", ["data.num_workers=-1"], None, "data.num_workers must be a non-neg"),
+    ("min-len-too-long", ["data.min_len=20"], None, "data.min_len must be in 1..data.seq_len=12"),
+    ("adding-T-1", ["data=adding", "data.T=1"], None, "data.T must be at least 2"),
+    (
+        "label-smoothing",
+        ["+task.label_smoothing=1"],
+        None,
+        "task.label_smoothing must be in [0, 1)",
+    ),
+    ("limit-negative", ["+trainer.limit_val_batches=-1"], None, "trainer.limit_val_batches must"),
+    ("log-every-0", ["trainer.log_every_n_steps=0"], None, "trainer.log_every_n_steps must be"),
 ]
 
 # data sets added alongside this table; the documented keys are data.data_dir and data.path
@@ -223,6 +278,7 @@ def finally_close_run_logging() -> None:
 def test_bad_input_is_one_sentence_and_a_non_zero_exit(
     case, overrides, prepare, sentence, tmp_path, monkeypatch, capsys
 ):
+    monkeypatch.chdir(tmp_path)  # a run that wrongly went ahead in the current folder stays here
     x = prepare(tmp_path) if prepare else str(tmp_path)
     args = [o.replace("{x}", x) for o in overrides]
     if not any(a.startswith("hydra.run.dir=") for a in args):
@@ -231,17 +287,21 @@ def test_bad_input_is_one_sentence_and_a_non_zero_exit(
     if any(a.startswith("data=") for a in args):  # another data set: keep only the run length
         base = [o for o in TINY if not o.startswith("data")]
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    paths = sorted(tmp_path.rglob("*"))
     code, printed = run_main_in_process([*base, *QUIET, *args], monkeypatch, capsys)
     assert code == 2, printed
     errors = [line for line in printed.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, printed
     assert sentence in errors[0]
+    assert printed.count(errors[0][len("error: ") :]) == 1, printed  # said once, not also logged
     assert "Traceback" not in printed
-    # nothing trained, nothing that existed before changed
+    assert "search path" not in printed
+    # nothing trained, nothing that existed before changed, and no folder left for the run
     assert not list((tmp_path / "run").rglob("*.ckpt"))
     assert not (tmp_path / "run" / "metrics.json").exists()
     for path, mtime in before.items():
         assert path.stat().st_mtime_ns == mtime, path
+    assert sorted(tmp_path.rglob("*")) == paths, printed
 
 
 def test_a_failed_resume_leaves_the_runs_files_as_they_were(tmp_path, monkeypatch, capsys):
@@ -291,3 +351,131 @@ def test_predict_with_no_input_says_what_it_needs():
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished run folder (``.hydra/``, train.log, run_info.json, metrics.json, checkpoints)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["train.py", *TINY, *QUIET, f"hydra.run.dir={run}"])
+        mp.delenv("HYDRA_FULL_ERROR", raising=False)
+        mp.delenv("RNNLAB_CONDENSED_ERRORS", raising=False)
+        try:
+            cli.main()
+        finally:
+            finally_close_run_logging()
+    assert (run / "metrics.json").is_file() and (run / "run_info.json").is_file()
+    return run
+
+
+def _state(folder: Path) -> dict[Path, tuple[bytes, int]]:
+    return {
+        p: (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns if p.is_file() else 0)
+        for p in folder.rglob("*")
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "sentence"),
+    [
+        (["monitor.metric=val/nonexistent"], "monitor.metric=val/nonexistent is not a metric"),
+        (["seed=-1"], "seed must be an integer from 0 to 4294967295, got -1"),
+        (["trainer.val_check_interval=0"], "trainer.val_check_interval must be"),
+        (["scheduler=plateau", "+scheduler.monitor=val/nope"], "scheduler.monitor is not an"),
+        (["train=false"], "train=false only tests a trained net"),
+        (["ckpt_path=/nowhere/x.ckpt"], "checkpoint /nowhere/x.ckpt does not exist"),
+    ],
+    ids=["monitor", "seed", "val-check-interval", "plateau-monitor", "test-only", "no-ckpt"],
+)
+def test_bad_input_leaves_a_finished_run_folder_as_it_was(
+    overrides, sentence, finished_run, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)  # copy2: the same bytes and times
+    before = _state(run)
+    code, printed = run_main_in_process(
+        [*TINY, *QUIET, f"hydra.run.dir={run}", *overrides], monkeypatch, capsys
+    )
+    assert code == 2, printed
+    assert [line for line in printed.splitlines() if line.startswith("error: ")] == [
+        line for line in printed.splitlines() if sentence in line
+    ], printed
+    assert _state(run) == before  # the same files, bytes and modification times
+
+
+def test_a_run_refused_after_it_started_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    # the default outputs/<date>/<time> folder, and a named folder in folders made for it
+    for where in (f"paths.log_dir={tmp_path / 'logs'}", f"hydra.run.dir={tmp_path}/new/a/run"):
+        code, printed = run_main_in_process(
+            [*TINY, *QUIET, where, "ckpt_path=/nowhere/x.ckpt"], monkeypatch, capsys
+        )
+        assert code == 2, printed
+        assert "error: checkpoint /nowhere/x.ckpt does not exist" in printed
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "sentence"),
+    [
+        ("train.py", ["model.hidden_size=0"], "model.hidden_size must be a positive integer"),
+        ("train.py", ["seed=-1"], "seed must be an integer from 0 to 4294967295"),
+        ("train.py", ["data.batch_size=0"], "data.batch_size must be a positive integer"),
+        ("train.py", ["train=false"], "train=false only tests a trained net"),
+        (
+            "scripts/predict.py",
+            ["ckpt_path=/nowhere/x.ckpt", "temperature=nan"],
+            "temperature must be a non-negative number (0: the likeliest), got nan",
+        ),
+    ],
+    ids=["hidden-size", "seed", "batch-size", "test-only", "predict-temperature"],
+)
+def test_a_bad_value_is_refused_before_torch_is_imported(script, args, sentence, tmp_path):
+    run = tmp_path / "run"
+    if script == "train.py":
+        args = [*args, f"hydra.run.dir={run}"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / script), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    # -X importtime prints one line per imported module to stderr: "import time: ... | name"
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "omegaconf" in imported  # the report was read
+    assert not {"torch", "lightning", "numpy"} & imported
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and sentence in errors[0], result.stderr[-2000:]
+    assert not run.exists()
+
+
+def test_a_checkpoint_mismatch_names_only_the_keys_that_differ(tmp_path):
+    from conftest import make_cfg
+    from omegaconf import OmegaConf
+
+    from rnnlab.checkpoints import check_weights_fit
+    from rnnlab.errors import RnnlabError
+
+    stored = make_cfg(["experiment=names", f"data.data_dir={'/very/long/path' * 10}"], tmp_path)
+    current = make_cfg(["data=pattern", "model=gru"], tmp_path)
+    checkpoint = {
+        "state_dict": {"weight": torch.zeros(3, 3)},
+        "rnnlab": {"config": OmegaConf.to_container(stored)},
+    }
+    with pytest.raises(RnnlabError) as e:
+        check_weights_fit("x.ckpt", checkpoint, torch.nn.Linear(2, 2), current)
+    message = str(e.value)
+    assert "data._target_=rnnlab.data.NamesDataModule" in message
+    assert "model.hidden_size=256" in message and "model.hidden_size=64" in message
+    assert "data.accents" not in message and "data.seq_len" not in message
+    assert len(message) < 300, message

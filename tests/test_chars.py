@@ -6,13 +6,14 @@ import math
 
 import pytest
 import torch
+from conftest import QUIET
 
-from rnnlab.config import RnnlabError
 from rnnlab.data import CharsDataModule
+from rnnlab.errors import RnnlabError
 from rnnlab.predict import generate
+from rnnlab.review import event_dir
 from rnnlab.train import train
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 REPEATED = "the cat sat on the mat. " * 120  # 2880 characters, period 24
 
 
@@ -104,9 +105,7 @@ def test_lm_beats_the_unigram_baseline_and_logs_bits_and_perplexity(lm_run):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(
-        str(root / "run" / "tensorboard"), size_guidance={"tensors": 0}
-    ).Reload()
+    events = EventAccumulator(str(event_dir(root / "run")), size_guidance={"tensors": 0}).Reload()
     samples = events.Tensors("val/sample/text_summary")
     assert len(samples) == 12  # one per validation
     assert "temperature 0.8" in samples[-1].tensor_proto.string_val[0].decode()

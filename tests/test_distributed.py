@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import make_cfg, run_cli
+from conftest import ROOT, make_cfg, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +23,7 @@ from omegaconf import OmegaConf, open_dict
 from rnnlab.config import CONF_DIR
 from rnnlab.data import SineDataModule
 from rnnlab.distributed import quote_override, worker_command
+from rnnlab.review import event_dir
 from rnnlab.train import train
 
 QUIET = [
@@ -49,7 +54,7 @@ def _replace(overrides: list[str], *new: str) -> list[str]:
 def _scalars(run: Path, tag: str) -> list[float]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    events = EventAccumulator(str(event_dir(run))).Reload()
     return [s.value for s in events.Scalars(tag)]
 
 
@@ -62,9 +67,9 @@ def test_ddp_cpu_run_writes_one_run_directory_and_equals_one_process(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [
         ".hydra",
         "checkpoints",
+        "lstm-on-sine",  # TensorBoard's event files, in a folder named for the run
         "metrics.json",
         "run_info.json",
-        "tensorboard",
         "train.log",
     ]
     # rank zero alone prints and logs
@@ -92,6 +97,7 @@ def test_ddp_cpu_run_writes_one_run_directory_and_equals_one_process(tmp_path):
     assert ddp_steps == pytest.approx(_scalars(tmp_path / "single", "train/loss_step"), rel=1e-5)
 
 
+@pytest.mark.slow  # tests/test_defaults.py runs a DDP sweep with every default callback
 def test_sweep_of_ddp_trials_runs_each_trial_once_with_its_own_workers(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
@@ -107,13 +113,13 @@ def test_sweep_of_ddp_trials_runs_each_trial_once_with_its_own_workers(tmp_path)
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # one per trial
     assert not (tmp_path / "logs").exists()  # no worker made a run directory of its own
     assert result.stdout.count("Run directory:") == 2
     for num, hidden in (("0", 4), ("1", 6)):
         trial = sweep / num
         assert f"model.hidden_size={hidden}" in (trial / ".hydra" / "overrides.yaml").read_text()
-        assert list((trial / "tensorboard").glob("events.out.tfevents.*"))
+        assert event_dir(trial).name == f"model.hidden_size={hidden}"
         record = json.loads((trial / "metrics.json").read_text())
         assert record["global_step"] == 4  # 64 samples in global batches of 16
         assert record["metrics"]["test/mse"] > 0
@@ -246,7 +252,7 @@ def test_ddp_names_run_reduces_its_metrics_and_draws_the_confusion_matrix_once(t
     # process 0 alone: no collective is left waiting on one process
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from rnnlab.benchmarks_names import write_toy_names
+    from rnnlab.data.names import write_toy_names
 
     folder = write_toy_names(tmp_path / "toy", per_language=80)
     result = run_cli(
@@ -269,6 +275,121 @@ def test_ddp_names_run_reduces_its_metrics_and_draws_the_confusion_matrix_once(t
     for key in ("test/acc", "test/f1_macro", "test/balanced_acc", "val/acc_best"):
         assert 0.0 <= metrics[key] <= 1.0, key
     events = EventAccumulator(
-        str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}
+        str(event_dir(tmp_path / "run")), size_guidance={"images": 0}
     ).Reload()
-    assert len(events.Images("val/confusion_matrix")) == 2  # one per validation, from process 0
+    assert len(events.Images("confusion_matrix/val")) == 2  # one per validation, from process 0
+
+
+# ---------------------------------------------------------------- SIGTERM to rank 0, and resume
+
+# 300 made-up names, 240 to train on: 15 global batches of 16 an epoch, each process taking 8
+DDP_NAMES_STEPS = 15
+DDP_NAMES = [
+    "trainer=ddp_cpu",
+    "experiment=names",
+    "data.batch_size=16",
+    "model.hidden_size=16",
+    "model.embedding_dim=8",
+    "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=none",
+]
+
+
+def _session(sid: int) -> list[int]:
+    """The processes still alive in session ``sid`` (a run started in a session of its own)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def sigterm_rank_zero(
+    args: list[str], run: Path
+) -> tuple[subprocess.CompletedProcess, float, list]:
+    """Start a DDP run, send SIGTERM to rank 0 alone once its first epoch's last.ckpt exists;
+    the finished process, the seconds from the signal to its exit and the processes it left."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a session of its own: the workers are found by it
+    )
+    try:
+        last = run / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not last.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child.poll() is None, "the run ended before its first checkpoint"
+        child.send_signal(signal.SIGTERM)  # the main process only, as some launchers do
+        sent = time.monotonic()
+        stdout, stderr = child.communicate(timeout=120)
+        seconds = time.monotonic() - sent
+        left = _session(child.pid)
+    finally:
+        if child.poll() is None or _session(child.pid):
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    result = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+    return result, seconds, left
+
+
+@pytest.fixture(scope="module")
+def ddp_names(tmp_path_factory):
+    from rnnlab.data.names import write_toy_names
+
+    folder = write_toy_names(tmp_path_factory.mktemp("toy") / "names", per_language=150)
+    return [*DDP_NAMES, f"data.data_dir={folder}"]
+
+
+def test_sigterm_to_rank_zero_of_a_ddp_run_saves_and_exits_promptly(ddp_names, tmp_path):
+    run = tmp_path / "run"
+    result, seconds, left = sigterm_rank_zero([*ddp_names, "trainer.max_epochs=50"], run)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert seconds < 30  # SLURM's default KillWait before its SIGKILL
+    assert left == []  # no worker outlives the run
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("error:") == 1  # said once, by rank 0
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "interrupted"
+    step = record["global_step"]
+    assert f"stopped by SIGTERM at step {step} " in result.stderr
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+
+
+@pytest.mark.slow  # three DDP runs
+def test_ddp_run_stopped_mid_epoch_then_resumed_equals_an_uninterrupted_run(ddp_names, tmp_path):
+    args = [*ddp_names, "model.num_layers=2", "model.dropout=0.3", "trainer.max_epochs=3"]
+    reference = tmp_path / "reference"
+    result = run_cli([*args, f"hydra.run.dir={reference}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    result, _, _ = sigterm_rank_zero(args, run)
+    assert result.returncode == 143, result.stderr[-3000:]
+    stopped_at = json.loads((run / "metrics.json").read_text())["global_step"]
+    assert stopped_at % DDP_NAMES_STEPS != 0  # part-way through epoch 1
+    result = run_cli([*args, f"hydra.run.dir={run}", "resume=true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    # every process skipped the batches it had served, and drew its own dropout masks again
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in (reference, run))
+    assert a["global_step"] == b["global_step"] == 3 * DDP_NAMES_STEPS > stopped_at
+    keep = ("val/", "test/")
+    assert {k: v for k, v in a["metrics"].items() if k.startswith(keep)} == {
+        k: v for k, v in b["metrics"].items() if k.startswith(keep)
+    }
+    wa, wb = (
+        torch.load(r / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+        for r in (reference, run)
+    )
+    assert wa.keys() == wb.keys()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) == 0.0

@@ -6,16 +6,15 @@ import math
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import QUIET, run_cli
 
-from rnnlab.benchmarks_names import write_toy_names
-from rnnlab.config import RnnlabError
 from rnnlab.data import NamesDataModule
-from rnnlab.data.names import LengthBuckets, read_names_folder, split_counts
+from rnnlab.data.names import LengthBuckets, read_names_folder, split_counts, write_toy_names
 from rnnlab.data.vocab import PAD_ID, UNK_ID
+from rnnlab.errors import RnnlabError
+from rnnlab.review import event_dir
 from rnnlab.train import train
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # a small GRU that tells the two made-up languages apart in a few seconds
 TOY = [
     "experiment=names",
@@ -193,9 +192,9 @@ def test_a_gru_tells_two_made_up_languages_apart(cfg_factory, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(
-        str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "tensors": 0}
+        str(event_dir(tmp_path / "run")), size_guidance={"images": 0, "tensors": 0}
     ).Reload()
-    assert len(events.Images("val/confusion_matrix")) == 6  # one per validation
+    assert len(events.Images("confusion_matrix/val")) == 6  # one per validation
     text = events.Tensors("val/predictions/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert text.startswith("| name | language | predicted | probability |")
     assert len(text.splitlines()) == 2 + 8
@@ -210,7 +209,7 @@ def test_the_tutorial_cell_runs_batched_on_names(cfg_factory, tmp_path):
 
 
 def test_the_tutorial_recipe_learns_the_toy_languages(tmp_path):
-    from rnnlab.benchmarks_names import line_to_tensor, to_ascii, tutorial_recipe
+    from bench.names import line_to_tensor, to_ascii, tutorial_recipe
 
     assert to_ascii("Émile-Ñoño") == "EmileNono"  # the tutorial's letters: no '-'
     assert line_to_tensor("Ab").shape == (2, 1, 57)

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
+from conftest import QUIET
 
 from rnnlab.evaluate import load_checkpoint
 from rnnlab.train import train
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+def c_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call (``$CXX``, else g++ or clang++)."""
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(c_compiler() is None, reason="compile=true on a CPU needs a C++ compiler (g++)")
 def test_compile_trains_and_saves_the_same_parameter_names(cfg_factory, tmp_path):
     eager = cfg_factory("data=pattern", "data.n_train=256", "trainer.max_epochs=1", *QUIET)
     compiled = cfg_factory(
@@ -48,8 +59,8 @@ class _NoBf16Kernel(torch.nn.Module):
 def test_bf16_on_a_cpu_without_the_kernel_is_one_clear_sentence():
     from types import SimpleNamespace
 
-    from rnnlab.checks import check_precision
-    from rnnlab.config import RnnlabError
+    from rnnlab.config_checks import check_precision
+    from rnnlab.errors import RnnlabError
 
     net, dims = _NoBf16Kernel().train(), SimpleNamespace(vocab_size=None, input_size=4)
     with pytest.raises(RnnlabError) as e:
@@ -65,7 +76,7 @@ def test_bf16_on_a_cpu_without_the_kernel_is_one_clear_sentence():
 def test_bf16_probe_passes_a_net_that_runs_and_draws_no_random_numbers():
     from types import SimpleNamespace
 
-    from rnnlab.checks import check_precision
+    from rnnlab.config_checks import check_precision
     from rnnlab.nets import RecurrentNet
 
     net = RecurrentNet(3, "gru", vocab_size=10, hidden_size=8, dropout=0.5, num_layers=2)

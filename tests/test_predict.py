@@ -7,9 +7,9 @@ import shutil
 import pytest
 from conftest import make_cfg, run_cli
 
-from rnnlab.benchmarks_names import write_toy_names
-from rnnlab.config import RnnlabError
 from rnnlab.data import NamesDataModule
+from rnnlab.data.names import write_toy_names
+from rnnlab.errors import RnnlabError
 from rnnlab.evaluate import evaluate
 from rnnlab.predict import classify, read_names
 from rnnlab.train import train
@@ -66,12 +66,40 @@ def test_classify_from_the_checkpoint_alone(names_run):
 
 def test_predict_script_prints_one_tab_separated_line_per_name(names_run):
     ckpt = f"ckpt_path={names_run['ckpt']}"
-    listed = run_cli([ckpt, "names=[Kalomirski,Tundrson]", "top_k=2"], script="scripts/predict.py")
+    listed = run_cli(
+        [ckpt, "names=[Kalomirski,Tundrson,\U0001f600\u5c71]", "top_k=2"],
+        script="scripts/predict.py",
+    )
     assert listed.returncode == 0, listed.stderr
     lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert lines.pop() == [
+        "\U0001f600\u5c71",
+        "unknown: no character of this name was seen in training",
+    ]
     assert [(r[0], r[1]) for r in lines] == [("Kalomirski", "Kalomir"), ("Tundrson", "Tundish")]
     assert all(len(row) == 5 and 0.5 <= float(row[2]) <= 1.0 for row in lines)
     assert [r[3] for r in lines] == ["Tundish", "Kalomir"]
+
+
+def test_a_name_of_characters_never_seen_in_training_gets_no_language(names_run):
+    names = ["\U0001f600\U0001f600", "\u5c71\u7530", "Kalomirski", "Kalo\U0001f600"]
+    predictions = classify(names_run["ckpt"], names, top_k=2)
+    assert [p.unknown for p in predictions] == [True, True, False, False]
+    assert predictions[0].classes == [] and predictions[1].classes == []
+    assert predictions[1].line() == (
+        "\u5c71\u7530\tunknown: no character of this name was seen in training"
+    )
+    assert predictions[2].classes[0][0] == "Kalomir"  # one known character is enough to answer
+    assert len(predictions[3].classes) == 2
+
+
+def test_generation_refuses_a_temperature_that_is_not_a_number():
+    from rnnlab.data.vocab import Vocabulary
+    from rnnlab.tasks.lm import generate_text
+
+    for temperature in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(RnnlabError, match="temperature must be a non-negative number"):
+            generate_text(None, Vocabulary("ab"), "a", 3, temperature)
 
 
 def test_names_come_from_a_list_a_file_or_standard_input(tmp_path, monkeypatch):
@@ -116,47 +144,7 @@ def test_eval_on_a_folder_with_an_unknown_language_names_it(names_run, tmp_path)
         evaluate(names_run["ckpt"], [f"data.data_dir={folder}"])
 
 
-def test_fetch_names_offline_fails_with_a_clear_message(tmp_path):
-    result = run_cli(
-        ["url=http://127.0.0.1:9/data.zip", f"dest={tmp_path}/names", "timeout=2"],
-        script="scripts/fetch_names.py",
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert "error: could not download http://127.0.0.1:9/data.zip" in result.stderr
-    assert "point data.data_dir at it" in result.stderr
-    assert not (tmp_path / "names").exists()
 
 
-def test_fetch_names_unpacks_the_tutorial_archive_layout(tmp_path, monkeypatch):
-    import io
-    import urllib.request
-    import zipfile
-
-    from rnnlab.fetch import fetch_names
-
-    payload = io.BytesIO()
-    with zipfile.ZipFile(payload, "w") as archive:
-        archive.writestr("data/eng-fra.txt", "not a names file")
-        archive.writestr("data/names/Greek.txt", "Pappas\n")
-        archive.writestr("data/names/Irish.txt", "Murphy\n")
-
-    class Response(io.BytesIO):
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(
-        urllib.request, "urlopen", lambda url, timeout: Response(payload.getvalue())
-    )
-    folder = fetch_names("https://example.invalid/data.zip", tmp_path / "names")
-    assert sorted(p.name for p in folder.iterdir()) == ["Greek.txt", "Irish.txt"]
-    assert read_back(folder) == {"Greek": ["Pappas"], "Irish": ["Murphy"]}
 
 
-def read_back(folder):
-    from rnnlab.data.names import read_names_folder
-
-    return read_names_folder(folder)

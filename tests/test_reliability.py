@@ -12,15 +12,13 @@ import time
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, make_cfg
+from conftest import ROOT, make_cfg, run_cli
 
+from rnnlab.checkpoints import AtomicCheckpointIO, load_checkpoint
 from rnnlab.data.resumable import ResumableLoader
-from rnnlab.reliability import (
-    AtomicCheckpointIO,
-    RunStopped,
-    git_info,
-    load_checkpoint,
-)
+from rnnlab.errors import RunStopped
+from rnnlab.records import git_info
+from rnnlab.review import event_dir
 from rnnlab.train import train
 
 # 4 batches an epoch, 2 epochs; two stacked layers with dropout, so the RNG matters too
@@ -104,7 +102,7 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(
     # TensorBoard: one curve in the same folder, every step once
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    events = EventAccumulator(str(event_dir(tmp_path))).Reload()
     steps = [e.step for e in events.Scalars("train/loss_step")]
     assert steps == list(range(8))
     assert [e.step for e in events.Scalars("val/acc")] == [3, 7]
@@ -189,7 +187,7 @@ def test_a_process_killed_inside_a_save_leaves_the_previous_checkpoint(tmp_path)
     path = tmp_path / "last.ckpt"
     code = (
         "import sys, time, torch\n"
-        "from rnnlab.atomic import atomic_torch_save\n"
+        "from rnnlab.checkpoints import atomic_torch_save\n"
         "path = __import__('pathlib').Path(sys.argv[1])\n"
         "atomic_torch_save({'w': torch.ones(3)}, path)\n"
         "real = torch.save\n"
@@ -245,9 +243,46 @@ def test_nan_policy_skip_skips_the_batch_and_counts_it(tmp_path):
     assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["skipped_batches"] == 1
+    events = EventAccumulator(str(event_dir(tmp_path))).Reload()
     # logged for the epoch that skipped one batch
     assert [(e.step, e.value) for e in events.Scalars("train/skipped_batches")] == [(3, 1.0)]
+
+
+def test_nan_policy_skip_stops_a_run_that_never_recovers(tmp_path):
+    # a learning rate of 1e30 without clipping: after the first step every loss is inf or NaN
+    result = run_cli(
+        [
+            "data=adding",
+            "data.T=10",
+            "data.n_train=256",
+            "data.n_val=32",
+            "data.n_test=32",
+            "data.batch_size=32",
+            "model.hidden_size=16",
+            "optimizer=sgd",
+            "optimizer.lr=1e30",
+            "trainer.gradient_clip_val=null",
+            "trainer.max_epochs=3",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "logger=none",
+            "nan_policy=skip",
+            "nan_skip_limit=5",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert (
+        "error: the training loss was NaN or infinite on 5 batches in a row, the last at step 5 "
+        "(epoch 0), and nan_policy=skip skipped them all (nan_skip_limit=5); no checkpoint was "
+        "saved before"
+    ) in result.stderr
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "non_finite_loss"
+    assert record["skipped_batches"] == 5 and record["global_step"] == 6
 
 
 def test_a_huge_learning_rate_without_clipping_is_caught(tmp_path):
@@ -319,17 +354,17 @@ def test_resuming_from_an_older_checkpoint_logs_every_step_once(uninterrupted, t
     assert same_results(metrics, reference_metrics)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    events = EventAccumulator(str(event_dir(tmp_path))).Reload()
     assert [e.step for e in events.Scalars("train/loss_step")] == list(range(8))
     assert [e.step for e in events.Scalars("val/acc")] == [3, 7]
-    reference_events = EventAccumulator(str(reference / "tensorboard")).Reload()
+    reference_events = EventAccumulator(str(event_dir(reference))).Reload()
     assert [e.value for e in events.Scalars("train/loss_step")] == [
         e.value for e in reference_events.Scalars("train/loss_step")
     ]
 
 
 def test_eval_of_a_checkpoint_under_another_model_says_what_differs(uninterrupted):
-    from rnnlab.config import RnnlabError
+    from rnnlab.errors import RnnlabError
     from rnnlab.evaluate import evaluate
 
     reference, _ = uninterrupted
@@ -358,3 +393,232 @@ def test_last_checkpoint_every_n_steps(tmp_path):
     # saved after steps 3 and 6 (mid-epoch) and at the epoch ends (4 and 8)
     assert sorted(set(steps)) == [3, 4, 6]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+# ---------------------------------------------------------------- names: killed, then resumed
+
+# 120 made-up names: 96 to train on in batches of 16, 6 steps an epoch, 3 epochs; the best
+# recipe's 2-layer GRU with dropout, so the RNG matters too; class-balanced draws
+NAMES_STEPS = 6
+NAMES_RUN = [
+    "experiment=names",
+    "data.batch_size=16",
+    "data.balance=sampler",
+    "model.hidden_size=16",
+    "model.embedding_dim=8",
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=none",
+    "callbacks.last_checkpoint.every_n_train_steps=1",  # a last.ckpt after every step
+]
+
+
+def kill_at_a_checkpoint(args: list[str], run, steps_per_epoch: int, mid_epoch: bool) -> int:
+    """Start ``python train.py <args>`` writing into ``run`` and SIGKILL it once its last.ckpt
+    is one saved part-way through an epoch (``mid_epoch``) or at an epoch's end; that step.
+
+    The run is frozen (SIGSTOP) while each new last.ckpt is read, so the one read is the one
+    the kill leaves.
+    """
+    last = run / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen = None
+    try:
+        deadline = time.monotonic() + 240
+        while child.poll() is None and time.monotonic() < deadline:
+            if last.exists() and (stat := last.stat()) and (stat.st_ino, stat.st_mtime_ns) != seen:
+                child.send_signal(signal.SIGSTOP)
+                stat = last.stat()
+                seen = (stat.st_ino, stat.st_mtime_ns)
+                step = load_checkpoint(last)["global_step"]
+                if (step % steps_per_epoch != 0) == mid_epoch:
+                    child.send_signal(signal.SIGKILL)
+                    child.wait(timeout=60)
+                    return step
+                child.send_signal(signal.SIGCONT)
+            time.sleep(0.002)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=60)
+    pytest.fail(f"the run ended (exit {child.returncode}) before the checkpoint it waited for")
+
+
+def names_metrics(run) -> dict:
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    return record
+
+
+@pytest.fixture(scope="module")
+def toy_names(tmp_path_factory):
+    from rnnlab.data.names import write_toy_names
+
+    return write_toy_names(tmp_path_factory.mktemp("toy") / "names", per_language=60)
+
+
+@pytest.fixture(scope="module")
+def names_reference(toy_names, tmp_path_factory):
+    """The names run, never stopped."""
+    run = tmp_path_factory.mktemp("names_reference")
+    result = run_cli([*NAMES_RUN, f"data.data_dir={toy_names}", f"hydra.run.dir={run}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+@pytest.mark.parametrize(
+    "mid_epoch",
+    [True, pytest.param(False, marks=pytest.mark.slow)],  # a killed run and a resume each
+    ids=["mid-epoch", "epoch-end"],
+)
+def test_names_run_killed_then_resumed_equals_an_uninterrupted_run(
+    toy_names, names_reference, tmp_path, mid_epoch
+):
+    args = [*NAMES_RUN, f"data.data_dir={toy_names}"]
+    step = kill_at_a_checkpoint(args, tmp_path, NAMES_STEPS, mid_epoch)
+    assert (step % NAMES_STEPS != 0) == mid_epoch
+    assert not (tmp_path / "metrics.json").exists()
+
+    result = run_cli([*args, f"hydra.run.dir={tmp_path}", "resume=true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed, reference = names_metrics(tmp_path), names_metrics(names_reference)
+    assert resumed["global_step"] == reference["global_step"] == 3 * NAMES_STEPS
+    assert same_results(resumed["metrics"], reference["metrics"])
+    last = "checkpoints/last.ckpt"
+    assert max_difference(weights(names_reference / last), weights(tmp_path / last)) == 0.0
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # a write the kill cut short
+
+
+@pytest.mark.slow  # three runs on the real set (about 17,000 names)
+def test_names_run_on_the_real_set_killed_mid_epoch_then_resumed_is_exact(shared_data, tmp_path):
+    args = [
+        "experiment=names",
+        f"data.data_dir={shared_data / 'names'}",
+        "model.hidden_size=16",
+        "model.embedding_dim=8",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=30",
+        "trainer.deterministic=true",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "logger=none",
+        "callbacks.last_checkpoint.every_n_train_steps=7",
+    ]
+    reference = tmp_path / "reference"
+    result = run_cli([*args, f"hydra.run.dir={reference}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    kill_at_a_checkpoint(args, run, 30, mid_epoch=True)
+    result = run_cli([*args, f"hydra.run.dir={run}", "resume=true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert same_results(names_metrics(run)["metrics"], names_metrics(reference)["metrics"])
+    last = "checkpoints/last.ckpt"
+    assert max_difference(weights(reference / last), weights(run / last)) == 0.0
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_the_names_loader_resumes_its_epoch_and_skips_the_batches_served(tmp_path, balanced):
+    from rnnlab.data import NamesDataModule
+    from rnnlab.data.names import write_toy_names
+
+    folder = write_toy_names(tmp_path / "toy", per_language=60)
+
+    def loader():
+        dm = NamesDataModule(folder, batch_size=16, balance="sampler" if balanced else "none")
+        return dm.train_dataloader()
+
+    def names(batches) -> list[list[int]]:
+        return [b["x"][:, 0].tolist() + b["y"].tolist() for b in batches]
+
+    first = loader()
+    # Lightning sets the epoch through the batch sampler's sampler
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    _set_sampler_epoch(first, 2)
+    full = names(first)
+    assert len(full) == len(first) == 6
+    _set_sampler_epoch(first, 3)
+    assert names(first) != full  # another epoch, another order
+    _set_sampler_epoch(first, 2)
+    it = iter(first)
+    next(it), next(it)
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches": 2}
+    fresh = loader()  # a new process: epoch 0 until told otherwise
+    fresh.load_state_dict(state)
+    assert names(fresh) == full[2:]
+    _set_sampler_epoch(fresh, 2)
+    assert names(fresh) == full  # the skip applies once
+
+
+def test_a_run_removes_the_unfinished_checkpoint_files_a_killed_write_left(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    stale = [folder / ".last.ckpt.k2v9x1.tmp", folder / ".best.ckpt.a7_q0z.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    kept = [folder / "notes.tmp", folder / "epoch0.ckpt"]
+    for path in kept:
+        path.write_bytes(b"not ours to remove")
+    train(make_cfg([*RUN, "trainer.max_epochs=1", "test=false", "logger=none"], tmp_path))
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best.ckpt",
+        "epoch0.ckpt",
+        "last.ckpt",
+        "notes.tmp",
+    ]
+
+
+def test_a_full_disk_stops_with_one_sentence_and_keeps_the_older_checkpoints(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a small disk to fill is a tmpfs, and mounting one needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # room for the first epoch's best.ckpt and last.ckpt (about 830 KiB each), not a third one
+    mount = ["mount", "-t", "tmpfs", "-o", "size=2200k", "tmpfs", str(disk)]
+    mounted = subprocess.run(mount, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        run = disk / "run"
+        result = run_cli(
+            [
+                "data=pattern",
+                "data.n_train=64",
+                "data.n_val=32",
+                "data.n_test=32",
+                "data.batch_size=32",
+                "model.hidden_size=128",
+                "trainer.max_epochs=3",
+                "trainer.accelerator=cpu",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                "logger=none",
+                f"hydra.run.dir={run}",
+            ]
+        )
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith("error: the disk is full: ")
+        folder = run / "checkpoints"
+        sentence = f"could not be written to {folder}, where the older checkpoints are intact"
+        assert sentence in errors[0]
+        # the first epoch's checkpoints, whole; no temporary file left
+        assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+        assert load_checkpoint(run / "checkpoints" / "best.ckpt")["global_step"] == 2
+        assert not list((run / "checkpoints").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

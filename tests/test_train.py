@@ -7,13 +7,13 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import QUIET, ROOT, run_cli
 
 from rnnlab.evaluate import evaluate
+from rnnlab.review import event_dir
 from rnnlab.train import train
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-MODELS = ["rnn", "lstm", "gru", "char_rnn"]
+MODELS = ["rnn", "lstm", "gru", "char_rnn", "mingru", "minlstm", "indrnn", "lru", "s4d"]
 DATA = ["pattern", "counting", "sine", "adding", "copy", "parity"]
 
 
@@ -72,15 +72,21 @@ def test_a_run_leaves_checkpoints_events_and_metrics(cfg_factory, tmp_path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    # TensorBoard lists the run by what it is: <run>/lstm-on-pattern/
+    assert event_dir(run) == run / "lstm-on-pattern"
+    events = EventAccumulator(str(event_dir(run))).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss_step", "val/loss", "val/acc", "val/acc_best", "test/acc"} <= tags
     assert len(events.Scalars("val/acc")) == 2
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"], abs=1e-6)
-    # the HParams tab knows the run's hyperparameters and the metrics to compare it by
-    hparams, metric_tags = _hparams_session(run / "tensorboard")
+    # the HParams tab knows the run's hyperparameters and the metrics to compare it by: the same
+    # two columns in every run (the best monitored value, its test value), then the task's own
+    hparams, metric_tags = _hparams_session(event_dir(run))
     assert hparams["model.hidden_size"] == 64 and hparams["model.cell"] == "lstm"
-    assert {"val/acc", "val/acc_best", "test/acc"} <= metric_tags
+    assert {"hparams/best", "hparams/test", "val/acc", "val/acc_best", "test/acc"} <= metric_tags
+    best = [e.value for e in events.Scalars("hparams/best")]
+    assert best == pytest.approx([e.value for e in events.Scalars("val/acc_best")], abs=1e-6)
+    assert events.Scalars("hparams/test")[-1].value == pytest.approx(metrics["test/acc"], abs=1e-6)
 
     # eval rebuilds the run from the checkpoint alone and gets the same test numbers
     again = evaluate(run / "checkpoints" / "best.ckpt")

@@ -10,10 +10,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 
 
-class RnnlabError(Exception):
-    """A problem with the user's input, reported as one sentence with a non-zero exit."""
-
-
 def register_resolvers() -> None:
     """``${rnnlab_root:}``: the project root, where conf/ lives."""
     if not OmegaConf.has_resolver("rnnlab_root"):

@@ -34,7 +34,8 @@ LAUNCH_ENV = (
 # Hydra overrides that describe the sweep or the launch, not the job a worker repeats
 SWEEP_KEYS = ("hydra.mode", "hydra.run", "hydra.sweep", "hydra.sweeper", "hydra.launcher")
 SWEEP_GROUPS = ("hydra/sweeper", "hydra/launcher")
-WORKER_TIMEOUT_S = 120.0
+WORKER_TIMEOUT_S = 120.0  # a finished job's workers, still tearing down
+WORKER_STOP_TIMEOUT_S = 10.0  # a stopped or failed job's: they stopped with it, or they hang
 
 _workers: list[subprocess.Popen] = []  # the workers this process started, oldest first
 
@@ -112,6 +113,14 @@ def prepare(trainer: L.Trainer) -> None:
     quiet_other_ranks(trainer.global_rank)
 
 
+def is_worker() -> bool:
+    """Whether this process is a DDP worker (global rank above zero), which leaves the talking to
+    rank 0."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) > 0
+
+
 def _hydra_job_running() -> bool:
     from hydra.core.hydra_config import HydraConfig
 
@@ -141,12 +150,18 @@ def job_scope() -> Iterator[None]:
     saved_env = {key: os.environ.get(key) for key in LAUNCH_ENV}
     threads = torch.get_num_threads()
     first = len(_workers)
+    timeout = WORKER_TIMEOUT_S
     try:
         yield
+    except BaseException:
+        # stopped (a signal, a NaN) or failed: every process stops at the same step and saves
+        # together, so a worker still running seconds later waits on one that has gone
+        timeout = WORKER_STOP_TIMEOUT_S
+        raise
     finally:
         for proc in _workers[first:]:
             try:
-                proc.wait(timeout=WORKER_TIMEOUT_S)
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 log.warning("DDP worker %d did not exit; stopping it", proc.pid)
                 proc.kill()

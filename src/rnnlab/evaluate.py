@@ -9,8 +9,8 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rnnlab.config import RnnlabError
-from rnnlab.reliability import check_weights_fit, load_checkpoint
+from rnnlab.checkpoints import check_weights_fit, load_checkpoint
+from rnnlab.errors import RnnlabError
 from rnnlab.train import build_components, metric_value, quiet_lightning_logging
 
 log = logging.getLogger("rnnlab")

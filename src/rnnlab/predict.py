@@ -13,21 +13,31 @@ from pathlib import Path
 
 import torch
 
-from rnnlab.config import RnnlabError
-from rnnlab.data.vocab import PAD_ID, UNK_ID, Vocabulary
+from rnnlab.data.vocab import UNK_ID
+from rnnlab.errors import RnnlabError
 from rnnlab.evaluate import restore
-from rnnlab.tasks.lm import sample_ids
+from rnnlab.tasks.lm import generate_text
+
+UNKNOWN = "unknown: no character of this name was seen in training"
 
 
 @dataclass
 class Prediction:
-    """A name and its ``top_k`` (class, probability) pairs, most likely first."""
+    """A name and its ``top_k`` (class, probability) pairs, most likely first.
+
+    ``unknown`` is true (and ``classes`` empty) for a name made only of characters the model never
+    saw in training (emoji, another script): any class it gave would be a guess.
+    """
 
     name: str
     classes: list[tuple[str, float]]
+    unknown: bool = False
 
     def line(self) -> str:
-        """``name<TAB>class<TAB>probability`` (then the next classes, for top_k > 1)."""
+        """``name<TAB>class<TAB>probability`` (then the next classes, for top_k > 1), or
+        ``name<TAB>unknown: ...`` for a name of unseen characters only."""
+        if self.unknown:
+            return f"{self.name}\t{UNKNOWN}"
         return "\t".join([self.name, *(f"{c}\t{p:.4f}" for c, p in self.classes)])
 
 
@@ -60,7 +70,12 @@ def classify(
         batch = datamodule.encode(chunk)
         probs = torch.softmax(task(batch["x"], batch["lengths"]).float(), dim=-1)  # (n, classes)
         top = probs.topk(top_k, dim=-1)
+        valid = torch.arange(batch["x"].shape[1])[None, :] < batch["lengths"][:, None]
+        unseen = ((batch["x"] == UNK_ID) | ~valid).all(dim=1)  # no character known
         for i, name in enumerate(chunk):
+            if unseen[i]:
+                out.append(Prediction(name, [], unknown=True))
+                continue
             pairs = [
                 (class_names[int(c)], float(p))
                 for p, c in zip(top.values[i], top.indices[i], strict=True)
@@ -69,25 +84,6 @@ def classify(
     return out
 
 
-def generate_text(
-    net: torch.nn.Module,
-    vocab: Vocabulary,
-    prompt: str,
-    length: int,
-    temperature: float = 0.8,
-    seed: int | None = 0,
-) -> str:
-    """``length`` characters sampled from a character language model after ``prompt``."""
-    if not prompt:
-        raise RnnlabError("generation needs a non-empty prompt")
-    if length < 0:
-        raise RnnlabError(f"length must be non-negative, got {length}")
-    if temperature < 0:
-        raise RnnlabError(
-            f"temperature must be non-negative (0 picks the likeliest), got {temperature}"
-        )
-    ids = sample_ids(net, vocab.encode(prompt), length, temperature, [PAD_ID, UNK_ID], seed)
-    return vocab.decode(ids)
 
 
 def generate(

@@ -2,7 +2,9 @@
 
 ``load_sweep(dir)`` gives one row per trial (overrides, metrics, status, time); ``aggregate``
 folds ``seed`` repeats into mean and spread; ``write_summary`` writes CSV, Markdown and plots
-into the sweep directory. ``scripts/summarize_sweep.py`` is the command line over these.
+into the sweep directory. ``scripts/summarize_sweep.py`` is the command line over these, and
+``SweepSummary`` (a Hydra callback in ``conf/hydra/default.yaml``) prints the top of the
+leaderboard when a sweep ends.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from rnnlab.config import RnnlabError
+from rnnlab.errors import RnnlabError
 
 
 def monitor_mode(cfg: DictConfig) -> str:
@@ -29,7 +34,7 @@ def monitor_mode(cfg: DictConfig) -> str:
         return str(mode)
     from hydra.utils import instantiate
 
-    from rnnlab.tasks import TASKS
+    from rnnlab.tasks import default_monitor
 
     datamodule: Any = instantiate(cfg.data)
     try:
@@ -38,11 +43,12 @@ def monitor_mode(cfg: DictConfig) -> str:
         datamodule.prepare_data()
         datamodule.setup("fit")
         dims = datamodule.dims
-    task = TASKS.get(dims.task)
-    return task.mode if task is not None else "min"
+    return default_monitor(dims.task)[1]
 
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+STATE_WORDS = {"FAIL": "failed"}  # how summary lines count a state; the others in lower case
+WORKER_ENV = "RNNLAB_SWEEP_WORKERS_SINCE"  # set in the worker processes of a parallel Optuna sweep
 
 
 @dataclass
@@ -76,13 +82,20 @@ class Sweep:
         return f"{self.monitor}_best" if self.monitor else "value"
 
     def swept_keys(self) -> list[str]:
-        """The override keys whose value differs between trials (``seed`` included)."""
+        """The override keys whose value differs between trials (``seed`` included).
+
+        A trial known only from the study (run from another sweep directory) has no value for the
+        fixed keys; those do not count as differing."""
         keys: list[str] = []
         for trial in self.trials:
             for key in trial.overrides:
                 if key not in keys:
                     keys.append(key)
-        return [k for k in keys if len({repr(t.overrides.get(k)) for t in self.trials}) > 1]
+        return [
+            k
+            for k in keys
+            if len({repr(t.overrides[k]) for t in self.trials if k in t.overrides}) > 1
+        ]
 
 
 def parse_value(text: str) -> Any:
@@ -177,6 +190,10 @@ def load_sweep(
             study_name, storage = found
     if storage is not None:
         import optuna
+
+        from hydra_plugins.rnnlab_optuna_sweeper._impl import normalize_url
+
+        storage = normalize_url(storage)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if study_name is None:
@@ -319,8 +336,9 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot_sweep(sweep: Sweep, path: Path) -> Path | None:
-    """The objective against each swept value, one panel per key; None if nothing was swept."""
+def sweep_figure(sweep: Sweep) -> Any:
+    """The objective against each swept value, one panel per key (a matplotlib Figure); None if
+    nothing was swept. Integer values get integer ticks; "orange = pruned" only when a trial was."""
     keys = sweep.swept_keys()
     points = [(t, objective_value(sweep, t)) for t in sweep.trials]
     points = [(t, v) for t, v in points if v is not None]
@@ -330,28 +348,43 @@ def plot_sweep(sweep: Sweep, path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
     colors = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange"}
     for ax, key in zip(axes[0], keys, strict=True):
-        values = [t.overrides.get(key) for t, _ in points]
+        shown = [(t, v) for t, v in points if key in t.overrides]
+        values = [t.overrides[key] for t, _ in shown]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if numeric:
+        if numeric and values:
             xs = [float(v) for v in values]
             positive = all(x > 0 for x in xs)
             if positive and max(xs) / min(xs) >= 100:
                 ax.set_xscale("log")
+            elif all(isinstance(v, int) for v in values):  # seed, hidden_size: no 1.5 ticks
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             labels = sorted({str(v) for v in values})
             xs = [labels.index(str(v)) for v in values]
             ax.set_xticks(range(len(labels)), labels)
-        ax.scatter(
-            xs, [v for _, v in points], c=[colors.get(t.status, "tab:red") for t, _ in points]
-        )
+        ax.scatter(xs, [v for _, v in shown], c=[colors.get(t.status, "tab:red") for t, _ in shown])
         ax.set_xlabel(key)
         ax.set_ylabel(sweep.objective)
-    fig.suptitle(f"{sweep.path.name}: {sweep.objective} ({sweep.mode}); orange = pruned")
+    title = f"{sweep.path.name}: {sweep.objective} ({sweep.mode})"
+    if any(t.status == "PRUNED" for t, _ in points):
+        title += "; orange = pruned"
+    fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_sweep(sweep: Sweep, path: Path) -> Path | None:
+    """``sweep_figure`` written to ``path``; None if nothing was swept."""
+    fig = sweep_figure(sweep)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -403,11 +436,60 @@ def write_summary(sweep: Sweep, out_dir: Path | None = None) -> dict[str, Path]:
 
 
 def summary_line(sweep: Sweep) -> str:
-    """``6 trials: 4 complete, 1 pruned, 1 failed; ranked by val/mse_best (min)``."""
+    """``6 trials (grid): 4 complete, 1 pruned, 1 failed; ranked by val/mse_best (min)``."""
     counts = {s: sum(t.status == s for t in sweep.trials) for s in STATES}
-    parts = [f"{n} {s.lower()}" for s, n in counts.items() if n]
+    always = ("COMPLETE", "PRUNED", "FAIL")
+    parts = [f"{n} {STATE_WORDS.get(s, s.lower())}" for s, n in counts.items() if n or s in always]
     kind = f"Optuna study {sweep.study.study_name!r}" if sweep.study is not None else "grid"
     return (
         f"{len(sweep.trials)} trials ({kind}): {', '.join(parts)}; "
         f"ranked by {sweep.objective} ({sweep.mode})"
     )
+
+
+TOP_ROWS = 5  # leaderboard rows printed when a sweep ends
+
+
+def print_summary(sweep_dir: str | Path, top: int = TOP_ROWS, file: Any = None) -> str:
+    """Write the sweep's summary files and print the top of its leaderboard, the counts of
+    complete, pruned and failed trials, and where the full leaderboard and the plots are."""
+    file = file or sys.stdout
+    try:
+        sweep = load_sweep(sweep_dir)
+        written = write_summary(sweep)
+    except Exception as e:  # noqa: BLE001  (the sweep itself is done; its summary is a bonus)
+        text = f"No sweep summary for {sweep_dir}: {e}"
+        print(text, file=file, flush=True)
+        return text
+    rows = leaderboard(sweep)
+    shown = [
+        {k: (v[:60] if k == "error" and isinstance(v, str) else v) for k, v in row.items()}
+        for row in rows[:top]
+    ]
+    if not any(row.get("error") for row in shown):
+        shown = [{k: v for k, v in row.items() if k != "error"} for row in shown]
+    lines = [f"Sweep summary: {summary_line(sweep)}", "", markdown_table(shown).rstrip("\n")]
+    if len(rows) > top:
+        lines.append(f"... and {len(rows) - top} more")
+    lines.append("")
+    lines.append(f"Full leaderboard: {written['markdown']} (and {written['csv'].name})")
+    plots = [str(written[k]) for k in ("plot", "history") if k in written]
+    if plots:
+        lines.append(f"Plots: {', '.join(plots)}")
+    if "seeds_csv" in written:
+        lines.append(f"Mean and std over seeds: {written['seeds_csv']}")
+    text = "\n".join(lines)
+    print(text, file=file, flush=True)
+    return text
+
+
+class SweepSummary(Callback):
+    """Hydra callback: when a sweep (grid or Optuna) ends, print and write its summary.
+
+    The worker processes of a parallel Optuna sweep leave it to the process that started them.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get(WORKER_ENV):
+            return
+        print_summary(config.hydra.sweep.dir)

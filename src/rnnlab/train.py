@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
@@ -20,11 +17,17 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rnnlab import distributed, reliability
-from rnnlab.checks import check_config, check_precision
-from rnnlab.config import RnnlabError
-from rnnlab.pruning import trial_callbacks
-from rnnlab.tasks import TASKS, build_task
+from rnnlab import distributed, review
+from rnnlab.callbacks.checkpoint import ConfigInCheckpoint
+from rnnlab.callbacks.comparison import ComparisonScalars
+from rnnlab.callbacks.pruning import trial_callbacks
+from rnnlab.callbacks.run_guard import STOPS, RunGuard, stopped
+from rnnlab.checkpoints import AtomicCheckpointIO, check_resume, resolve_ckpt_path
+from rnnlab.config_checks import check_arguments, check_config, check_monitor, check_precision
+from rnnlab.errors import EXIT_CODES, RnnlabError
+from rnnlab.records import RunRecord, current_metrics, metric_value, report
+from rnnlab.review import continue_event_files
+from rnnlab.tasks import build_task, default_monitor
 
 log = logging.getLogger("rnnlab")
 
@@ -83,19 +86,20 @@ def build_components(cfg: DictConfig, datamodule_state: dict | None = None):
     if datamodule_state:
         datamodule.load_state_dict(datamodule_state)
     dims = datamodule.dims
-    task_cls = TASKS.get(dims.task)
-    if task_cls is not None:
-        with open_dict(cfg):
-            cfg.monitor.metric = cfg.monitor.metric or task_cls.monitor
-            cfg.monitor.mode = cfg.monitor.mode or task_cls.mode
+    metric, mode = default_monitor(dims.task)
+    with open_dict(cfg):
+        cfg.monitor.metric = cfg.monitor.metric or metric
+        cfg.monitor.mode = cfg.monitor.mode or mode
     if cfg.monitor.mode not in ("min", "max"):
         raise RnnlabError(f"monitor.mode must be min or max, got {cfg.monitor.mode!r}")
     net = build(cfg, "model", **dims.net_kwargs())
     optimizer = build(cfg, "optimizer")
     scheduler = build(cfg, "scheduler")  # may read ${monitor.mode}
-    task_kwargs = {}
+    check_arguments("optimizer", optimizer)
+    check_arguments("scheduler", scheduler)
+    task_kwargs = {"nan_policy": cfg.get("nan_policy", "stop")}
     if cfg.get("task") is not None:
-        task_kwargs = OmegaConf.to_container(cfg.task, resolve=True)
+        task_kwargs.update(OmegaConf.to_container(cfg.task, resolve=True))
     try:
         task = build_task(dims, net, optimizer=optimizer, scheduler=scheduler, **task_kwargs)
     except (ValueError, TypeError) as e:
@@ -132,33 +136,30 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 @rank_zero_only
-def log_hparams(loggers: list[Logger], hparams: dict[str, Any], metric_names: list[str]) -> None:
+def log_hparams(
+    loggers: list[Logger],
+    hparams: dict[str, Any],
+    metric_names: list[str],
+    swept: list[str] = (),
+    place: str = "",
+) -> None:
     """Register the run in TensorBoard's HParams tab with the metrics to compare runs by.
 
     Only the summaries are written: the metric values come from the scalars the run logs, so no
-    placeholder point is added to any curve.
+    placeholder point is added to any curve. Every run has the same first two metric columns,
+    ``hparams/best`` and ``hparams/test``; ``swept`` keys are shown first, and the row is called
+    ``<what the run is> @ <place>`` (``rnnlab.review.trial_name``).
     """
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-            exp, ssi, sei = hparams_summary(hparams, {name: 0.0 for name in metric_names})
+            trial = review.trial_name(logger.version, place) if place else ""
+            exp, ssi, sei = review.hparams_summaries(hparams, metric_names, list(swept), trial)
             writer = logger.experiment._get_file_writer()
             for summary in (exp, ssi, sei):
                 writer.add_summary(summary)
             writer.flush()
         elif logger is not None:
             logger.log_hyperparams(hparams)
-
-
-class ConfigInCheckpoint(L.Callback):
-    """Stores the resolved run config in every checkpoint, so eval and predict need nothing else."""
-
-    def __init__(self, config: dict) -> None:
-        self.config = config
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["rnnlab"] = {"config": self.config, "version": 1}
 
 
 def instantiate_group(cfg: DictConfig, key: str) -> list:
@@ -178,43 +179,72 @@ def instantiate_group(cfg: DictConfig, key: str) -> list:
     return out
 
 
-def metric_value(value: Any) -> float:
-    return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint; write metrics.json; return the metrics.
 
     ``extra_callbacks`` join the configured ones (benchmarks and tests use it to observe a run).
     """
-    start = time.time()
     quiet_lightning_logging()
-    output_dir = Path(cfg.paths.output_dir)
     check_config(cfg)
-    ckpt_path = reliability.resolve_ckpt_path(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-
     datamodule, dims, net, task = build_components(cfg)
-    task.nan_policy = cfg.get("nan_policy", "stop")
-    resume_step = reliability.check_resume(ckpt_path, task, cfg)
+    check_monitor(task, cfg.monitor.metric)
+    resume_step = check_resume(ckpt_path, task, cfg)
     if cfg.get("compile"):
         net.compile(dynamic=True)  # in place: parameter names and checkpoints stay the same
+    trainer, guard = build_trainer(cfg, net, dims, resume_step, extra_callbacks)
+    record = RunRecord(Path(cfg.paths.output_dir), cfg.monitor.metric, cfg.monitor.mode)
+    record.write_run_info(trainer)
+    log_model(net, datamodule, task)
+    if cfg.get("train", True):
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except STOPS as e:  # a signal or a NaN loss: record where the run got to, then say so
+            record.write(trainer, current_metrics(trainer), stopped_by=e)
+            raise stopped(e, trainer, guard) from None
+    metrics = current_metrics(trainer)
+    if cfg.get("test", True):
+        metrics.update(
+            test(trainer, task, datamodule, None if cfg.get("train", True) else ckpt_path)
+        )
+    metrics = dict(sorted(metrics.items()))
+    record.write(trainer, metrics)
+    if trainer.is_global_zero:
+        report(record.output_dir, metrics, getattr(datamodule, "baselines", {}))
+    return metrics
 
+
+def build_trainer(
+    cfg: DictConfig, net, dims, resume_step: int | None, extra_callbacks: list[L.Callback] = ()
+) -> tuple[L.Trainer, RunGuard]:
+    """The configured trainer, with what every run gets besides the ``callbacks`` group.
+
+    That is: the run config in every checkpoint, the run guard (stop and resume, the NaN guard),
+    the Optuna trial's pruning, atomic checkpoint writes, TensorBoard folders named for the run
+    and continued on resume, the HParams entry, the DDP worker launch, the precision probe.
+    """
     callbacks = instantiate_group(cfg, "callbacks")
     loggers = instantiate_group(cfg, "logger")
+    review.name_event_folders(loggers, cfg)  # <run>/lstm-on-adding/, <job>/model=gru,seed=2/
+    continue_event_files(loggers, resume_step)
     if not loggers:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    else:
+        callbacks.append(ComparisonScalars(cfg.monitor.metric))
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    config_container = OmegaConf.to_container(cfg, resolve=True)
-    guard = reliability.RunGuard(cfg.seed, output_dir / "checkpoints")
-    callbacks += [ConfigInCheckpoint(config_container), guard, *extra_callbacks]
-    reliability.continue_event_files(loggers, resume_step)
-    callbacks.extend(trial_callbacks(cfg))  # an Optuna trial reports and may be pruned
-    plugins = [reliability.AtomicCheckpointIO()]
+    guard = RunGuard(
+        cfg.seed, Path(cfg.paths.output_dir) / "checkpoints", cfg.get("nan_skip_limit")
+    )
+    callbacks += [ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), guard]
+    callbacks += [*trial_callbacks(cfg), *extra_callbacks]  # an Optuna trial may be pruned
     try:
         trainer: L.Trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            plugins=[AtomicCheckpointIO()],
         )
     except InstantiationException as e:
         raise RnnlabError(f"invalid trainer config: {e.__cause__ or e}") from e
@@ -222,13 +252,15 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
         raise RnnlabError(f"invalid trainer config: {e}") from e
     distributed.prepare(trainer)  # DDP workers restart this Hydra job; ranks > 0 stay quiet
     check_precision(trainer.precision, trainer.strategy.root_device.type, net, dims)
-
-    monitor = cfg.monitor.metric
-    best_key = f"{monitor}_best"
     if loggers:
-        test_key = monitor.replace("val/", "test/", 1)
-        log_hparams(loggers, flat_hparams(cfg), [monitor, best_key, test_key])
+        monitor = cfg.monitor.metric
+        metric_names = [monitor, f"{monitor}_best", monitor.replace("val/", "test/", 1)]
+        hparams = review.review_hparams(cfg, flat_hparams(cfg))
+        log_hparams(loggers, hparams, metric_names, review.swept_keys(), review.run_place(cfg))
+    return trainer, guard
 
+
+def log_model(net, datamodule, task) -> None:
     n_params = sum(p.numel() for p in net.parameters())
     log.info(
         "Model %s (%s parameters) on %s, task %s",
@@ -238,93 +270,17 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> dict[str, 
         type(task).__name__,
     )
 
-    git = reliability.git_info()
-    if trainer.is_global_zero:
-        reliability.write_run_info(output_dir, git)
-    if cfg.get("train", True):
-        try:
-            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except reliability.STOPS as e:
-            write_metrics(
-                output_dir,
-                trainer,
-                current_metrics(trainer),
-                monitor,
-                start,
-                git,
-                e,
-                cfg.monitor.mode,
-            )
-            raise reliability.stopped(e, trainer, guard) from None
-    metrics = current_metrics(trainer)
 
-    if cfg.get("test", True):
-        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not cfg.get("train", True):
-            ckpt = ckpt_path
-        if not ckpt:
-            log.info("No best checkpoint: testing the current weights")
-        test_results = trainer.test(
-            task, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False, weights_only=True
-        )
-        for results in test_results:
-            metrics.update({k: metric_value(v) for k, v in results.items()})
-
-    metrics = {k: v for k, v in sorted(metrics.items())}
-    write_metrics(output_dir, trainer, metrics, monitor, start, git, mode=cfg.monitor.mode)
-    if trainer.is_global_zero:
-        report(output_dir, metrics, getattr(datamodule, "baselines", {}))
-    return metrics
-
-
-def current_metrics(trainer: L.Trainer) -> dict[str, float]:
-    """The epoch-level metrics the trainer holds now (training steps left out)."""
-    return {
-        k: metric_value(v)
-        for k, v in sorted(trainer.callback_metrics.items())
-        if not k.startswith("train/") or k == "train/loss_epoch"
-    }
-
-
-def write_metrics(
-    output_dir: Path,
-    trainer: L.Trainer,
-    metrics: dict[str, float],
-    monitor: str,
-    start: float,
-    git: dict[str, Any],
-    stopped_by: BaseException | None = None,
-    mode: str | None = None,
-) -> None:
-    """``metrics.json``: the metrics, where the run got to, its git state and how it ended."""
-    record = {
-        "metrics": metrics,
-        "monitor": monitor,
-        "mode": mode,
-        "best_model_path": trainer.checkpoint_callback.best_model_path
-        if trainer.checkpoint_callback
-        else None,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "duration_s": round(time.time() - start, 3),
-        "status": reliability.status_of(stopped_by),
-        **git,
-    }
-    if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-
-
-def report(output_dir: Path, metrics: dict[str, float], baselines: dict[str, float]) -> None:
-    """Print the run directory and the final metrics, each beside the trivial baseline if known."""
-    lines = []
-    for k, v in metrics.items():
-        if k.startswith(("test/", "val/")):
-            base = baselines.get(k.split("/", 1)[1])
-            lines.append(
-                f"  {k:<22} {v:.4f}" + (f"   (baseline {base:.4f})" if base is not None else "")
-            )
-    log.info("Run directory: %s\n%s", output_dir, "\n".join(lines))
+def test(trainer: L.Trainer, task, datamodule, ckpt_path: str | None) -> dict[str, float]:
+    """Test the best checkpoint (or ``ckpt_path``, or the current weights); the test metrics."""
+    if ckpt_path is None and trainer.checkpoint_callback:
+        ckpt_path = trainer.checkpoint_callback.best_model_path or None
+    if not ckpt_path:
+        log.info("No best checkpoint: testing the current weights")
+    results = trainer.test(
+        task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
+    )
+    return {k: metric_value(v) for r in results for k, v in r.items()}
 
 
 def in_sweep() -> bool:
@@ -335,18 +291,34 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def log_to_files(level: int, message: str) -> None:
+    """Write ``message`` to the run's log files (train.log) but not to the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), None)
+    for logger in (log, logging.getLogger()):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and level >= handler.level:
+                handler.handle(record)
+
+
 def run(cfg: DictConfig) -> float | None:
-    """What `train.py` calls: train, print a clear sentence on bad input, return the sweep metric."""
+    """What `train.py` calls: train and return the sweep metric.
+
+    An error is noted in the run's train.log and raised on: ``rnnlab.cli.main`` says it in one
+    sentence with its exit code, and a sweep records the job as failed and goes on, except after
+    a signal (SIGTERM, Ctrl-C), which stops the whole sweep.
+    """
     try:
         with distributed.job_scope():
             metrics = train(cfg)
     except RnnlabError as e:
+        code = getattr(e, "exit_code", 2)
+        if not in_sweep():
+            log_to_files(logging.ERROR, str(e))  # the console gets it once, from the CLI
+            raise
         log.error("%s", e)
-        signal_codes = (reliability.EXIT_CODES["SIGINT"], reliability.EXIT_CODES["SIGTERM"])
-        if in_sweep() and getattr(e, "exit_code", 2) not in signal_codes:
-            raise  # the sweeper records this job as failed and goes on; a signal stops the sweep
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(getattr(e, "exit_code", 2))
+        if code in (EXIT_CODES["SIGINT"], EXIT_CODES["SIGTERM"]):
+            sys.exit(code)
+        raise
     key = cfg.get("optimized_metric") or f"{cfg.monitor.metric}_best"
     value = metrics.get(key)
     if value is None:

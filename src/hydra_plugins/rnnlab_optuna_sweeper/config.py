@@ -31,7 +31,7 @@ PRUNERS: dict[str, Optional[dict[str, Any]]] = {  # noqa: UP045
     "successive_halving": {"_target_": "optuna.pruners.SuccessiveHalvingPruner"},
     "hyperband": {"_target_": "optuna.pruners.HyperbandPruner"},
     "threshold": {"_target_": "optuna.pruners.ThresholdPruner", "lower": None, "upper": None},
-    "none": None,
+    "none": {"_target_": "optuna.pruners.NopPruner"},  # never prune
 }
 
 
@@ -53,6 +53,8 @@ class RnnlabOptunaSweeperConf:
     n_jobs: int = 1  # trials handed to the launcher at once (parallel with a parallel launcher)
     params: Optional[dict[str, Any]] = None  # noqa: UP045  # the search space: name -> override string or mapping
     custom_search_space: Optional[str] = None  # noqa: UP045  # a function(cfg, trial) that suggests more params
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (database storages)
+    grace_period: Optional[int] = None  # noqa: UP045  # seconds without one before the trial is FAIL; null: 2 x interval
 
 
 def register() -> None:

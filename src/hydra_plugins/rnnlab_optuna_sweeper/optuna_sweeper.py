@@ -25,6 +25,8 @@ class RnnlabOptunaSweeper(Sweeper):
         n_jobs: int = 1,
         params: Any = None,
         custom_search_space: str | None = None,
+        heartbeat_interval: int = 30,
+        grace_period: int | None = None,
     ) -> None:
         from ._impl import OptunaSweeperImpl
 
@@ -38,6 +40,8 @@ class RnnlabOptunaSweeper(Sweeper):
             n_jobs=n_jobs,
             params=params,
             custom_search_space=custom_search_space,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
         )
 
     def setup(

@@ -9,16 +9,8 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
-
-def tensorboard_writer(trainer: L.Trainer):
-    """The SummaryWriter of the run's TensorBoard logger, or None."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
-
+from rnnlab.review import tensorboard_writer
 
 # stops of matplotlib's "Blues" colormap at shares 0, 0.5 and 1
 _BLUES = ((247, 251, 255), (107, 174, 214), (8, 48, 107))
@@ -33,10 +25,17 @@ def _shade(share: float) -> tuple[int, int, int]:
     return tuple(round(a + (b - a) * t) for a, b in zip(lo, hi, strict=True))
 
 
-def confusion_image(matrix: torch.Tensor, class_names: list[str], cell: int = 34) -> np.ndarray:
-    """An (H, W, 3) uint8 picture of a (true, predicted) count matrix: each cell shows its count,
-    shaded by its share of the true class (the row's recall); true classes down the left,
-    predictions along the top.
+CONFUSION_TAG = "confusion_matrix/val"  # sorts before grad_flow/ and hidden/ in the Images tab
+CARD_WIDTH = 340  # pixels: TensorBoard's image cards show wider pictures scaled down to this
+
+
+def confusion_image(
+    matrix: torch.Tensor, class_names: list[str], width: int = CARD_WIDTH
+) -> np.ndarray:
+    """An (H, W, 3) uint8 picture of a (true, predicted) count matrix, at most ``width`` wide
+    where the classes allow, so TensorBoard shows it at its own size: each cell is shaded by its
+    share of the true class (the row's recall) and shows that share in percent where it fits.
+    True classes down the left, predictions along the top (their names drawn upwards).
 
     Drawn with Pillow, a few milliseconds for 18 classes (a matplotlib figure takes half a second,
     which is a noticeable share of a names epoch).
@@ -46,44 +45,57 @@ def confusion_image(matrix: torch.Tensor, class_names: list[str], cell: int = 34
     counts = matrix.float().cpu()
     recall = counts / counts.sum(1, keepdim=True).clamp(min=1)
     n = len(class_names)
-    font = ImageFont.load_default(size=12)
-    small = ImageFont.load_default(size=10 if cell < 40 else 12)
+    font = ImageFont.load_default(size=11)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
-    def width(text: str, f=font) -> int:
-        left, _, right, _ = probe.textbbox((0, 0), text, font=f)
-        return int(right - left)
+    def size(text: str, f=font) -> tuple[int, int]:
+        left, top, right, bottom = probe.textbbox((0, 0), text, font=f)
+        return int(right - left), int(bottom - top)
 
-    label = max((width(c) for c in class_names), default=0) + 10
-    pad, caption = 8, 18
-    left, top = pad + caption + label, pad + caption * 2 + label
-    size = (left + n * cell + pad, top + n * cell + pad)
-    image = Image.new("RGB", size, "white")
+    label = max((size(c)[0] for c in class_names), default=0) + 6
+    pad, line = 6, 14
+    cell = int(min(40, max(12, (width - 2 * pad - label) // max(n, 1))))
+    small = ImageFont.load_default(size=max(8, min(12, cell // 2)))
+    left, top = pad + label, pad + 2 * line + label + 4
+    caption = ("validation: % of each true class (rows)", "predicted as each class (columns)")
+    full = max(left + n * cell + pad, 2 * pad + max(size(c)[0] for c in caption))
+    image = Image.new("RGB", (full, top + n * cell + pad), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((pad, pad), "validation: counts, shaded by share of the true class", "black", font)
-    grid_mid_x = left + n * cell / 2
-    draw.text((grid_mid_x, pad + caption + 2), "predicted", "black", font, anchor="mt")
+    for k, text in enumerate(caption):
+        draw.text((pad, pad + k * line), text, "black", font)
     for i, name in enumerate(class_names):
-        y = top + i * cell + cell / 2
-        draw.text((left - 6, y), name, "black", font, anchor="rm")
-        # column labels: drawn sideways on a strip, then pasted above their column
-        strip = Image.new("RGB", (label, cell), "white")
-        ImageDraw.Draw(strip).text((4, cell / 2), name, "black", font, anchor="lm")
-        image.paste(strip.rotate(90, expand=True), (left + i * cell, top - label))
-    side = Image.new("RGB", (n * cell, caption), "white")
-    ImageDraw.Draw(side).text((n * cell / 2, caption / 2), "true", "black", font, anchor="mm")
-    image.paste(side.rotate(90, expand=True), (pad, top))
+        draw.text((left - 4, top + i * cell + cell / 2), name, "black", font, anchor="rm")
+        strip = Image.new("RGB", (label, cell), "white")  # column names, drawn upwards
+        ImageDraw.Draw(strip).text((2, cell / 2), name, "black", font, anchor="lm")
+        image.paste(strip.rotate(90, expand=True), (left + i * cell, top - label - 2))
     for i in range(n):
         for j in range(n):
             share = float(recall[i, j])
             x0, y0 = left + j * cell, top + i * cell
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=_shade(share))
             if counts[i, j] > 0:
-                color = "white" if share > 0.5 else "black"
-                center = (x0 + cell / 2, y0 + cell / 2)
-                draw.text(center, str(int(counts[i, j])), color, small, anchor="mm")
+                text = f"{round(100 * share)}"
+                if size(text, small)[0] <= cell - 2:
+                    color = "white" if share > 0.5 else "black"
+                    draw.text((x0 + cell / 2, y0 + cell / 2), text, color, small, anchor="mm")
     draw.rectangle([left - 1, top - 1, left + n * cell, top + n * cell], outline=(160, 160, 160))
     return np.asarray(image)
+
+
+def per_class_table(matrix: torch.Tensor, class_names: list[str]) -> str:
+    """A Markdown table: each true class, its count, its recall and what it is most taken for."""
+    counts = matrix.long().cpu()
+    rows = ["| class | n | recall | most often taken for |", "|---|---|---|---|"]
+    for i, name in enumerate(class_names):
+        total = int(counts[i].sum())
+        if total == 0:
+            continue
+        others = counts[i].clone()
+        others[i] = -1
+        j = int(others.argmax())
+        mistaken = f"{class_names[j]} ({int(others[j])})" if others[j] > 0 else "-"
+        rows.append(f"| {name} | {total} | {int(counts[i, i]) / total:.2f} | {mistaken} |")
+    return "\n".join(rows)
 
 
 class ClassificationReport(L.Callback):
@@ -110,7 +122,8 @@ class ClassificationReport(L.Callback):
         confusion = getattr(pl_module, "epoch_tensors", {}).get("val/confusion")
         if confusion is not None:
             picture = confusion_image(confusion, class_names)
-            writer.add_image("val/confusion_matrix", picture, step, dataformats="HWC")
+            writer.add_image(CONFUSION_TAG, picture, step, dataformats="HWC")
+            writer.add_text(CONFUSION_TAG, per_class_table(confusion, class_names), step)
         text = self.sample_predictions(trainer, pl_module, class_names)
         if text:
             writer.add_text("val/predictions", text, step)

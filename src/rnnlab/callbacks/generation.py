@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from rnnlab.callbacks.classification import tensorboard_writer
+from rnnlab.review import tensorboard_writer
 
 
 class TextSample(L.Callback):
@@ -26,7 +26,7 @@ class TextSample(L.Callback):
             return
         if datamodule.dims.task != "lm":
             return
-        from rnnlab.predict import generate_text
+        from rnnlab.tasks.lm import generate_text
 
         text = generate_text(
             pl_module.net, datamodule.vocab, self.prompt, self.length, self.temperature, self.seed

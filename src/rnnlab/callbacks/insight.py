@@ -12,35 +12,36 @@ import math
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from rnnlab.config import RnnlabError
+from rnnlab.config_checks import integer, require
+from rnnlab.errors import RnnlabError
 from rnnlab.nets import CharRNN, RecurrentNet, replay
+from rnnlab.review import tensorboard_writer
 
 RATIO_FLOOR = 1e-38  # log10 of a ratio that underflowed to zero is reported as -38
+RATIO_CEIL = 1e38  # and of one whose last-step gradient is zero (an infinite ratio) as +38
+MAX_TICK_LABELS = 40  # label every time step with its input up to this many steps
 
 
 def _interval(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
-    return value
-
-
-def tensorboard_writer(trainer: L.Trainer):
-    """The run's TensorBoard ``SummaryWriter`` on rank zero, else None."""
-    if not trainer.is_global_zero:
-        return None
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
+    return require(name, value, integer(1, null=True))
 
 
 def fixed_batch(trainer: L.Trainer, num_sequences: int, device: torch.device) -> dict:
-    """The first ``num_sequences`` sequences of the first validation batch (padding trimmed)."""
+    """``num_sequences`` validation sequences, the same at every call (padding trimmed).
+
+    Where sequences differ in length (names), they are spread evenly over the whole validation
+    split sorted by length, shortest to longest, so long ones are seen too; otherwise they are the
+    first ones of the first validation batch.
+    """
     datamodule = trainer.datamodule
+    split = (getattr(datamodule, "splits", None) or {}).get("val")
+    tensors = getattr(split, "tensors", {})
+    if "lengths" in tensors and hasattr(split, "__getitems__"):
+        order = torch.argsort(tensors["lengths"], stable=True)
+        count = min(num_sequences, len(order))
+        picks = order[torch.linspace(0, len(order) - 1, count).round().long()]
+        return {k: v.to(device) for k, v in split.__getitems__(picks.tolist()).items()}
     loader = datamodule.val_dataloader() if datamodule is not None else trainer.val_dataloaders
     if isinstance(loader, (list, tuple)):
         loader = loader[0]
@@ -103,7 +104,8 @@ def flow_ratio(norms: torch.Tensor) -> float:
 
 
 def log10_ratio(ratio: float) -> float:
-    return math.log10(max(ratio, RATIO_FLOOR))
+    """log10 of a ratio, kept within [-38, 38] so that a chart can draw every point."""
+    return math.log10(min(max(ratio, RATIO_FLOOR), RATIO_CEIL))
 
 
 def _figure(width: float, height: float):
@@ -115,19 +117,29 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=80)
 
 
+def _integer_ticks(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def grad_flow_figure(norms: list[torch.Tensor], title: str):
     """A line plot of ``||dL/dh_t||`` against t, one line per layer, on a log scale."""
     fig = _figure(6, 3.5)
     ax = fig.add_subplot()
     for layer, values in enumerate(norms, start=1):
         steps = range(1, len(values) + 1)
-        ax.plot(steps, values.clamp(min=RATIO_FLOOR).cpu().numpy(), label=f"layer {layer}")
+        ax.plot(
+            steps, values.clamp(min=RATIO_FLOOR).cpu().numpy(), marker=".", label=f"layer {layer}"
+        )
     ax.set_yscale("log")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("||dL/dh_t||")
+    _integer_ticks(ax.xaxis)
+    ax.set_xlabel("time step t", fontsize=9)
+    ax.set_ylabel("||dL/dh_t||", fontsize=9)
+    ax.tick_params(labelsize=8)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.15)
+    fig.subplots_adjust(left=0.16, right=0.97, top=0.9, bottom=0.15)
     return fig
 
 
@@ -217,23 +229,50 @@ class GradientFlow(_FixedBatchCallback):
     def observe(self, trainer, pl_module, batch: dict, on_step: bool) -> None:
         norms = gradient_flow(pl_module.net, pl_module.loss, batch)
         ratio = flow_ratio(norms[0])
-        values = {"grad_flow/ratio": ratio, "grad_flow/log10_ratio": log10_ratio(ratio)}
+        # the charts get log10 of each ratio (a ratio spans 1e-30 to 1e3: on a linear axis most
+        # of its values sit flat at zero or off the drawn range); metrics.json gets both
+        charted = {"grad_flow/log10_ratio": log10_ratio(ratio)}
+        recorded = {"grad_flow/ratio": ratio}
         for layer, layer_norms in enumerate(norms[1:], start=2):
-            values[f"grad_flow/ratio_layer{layer}"] = flow_ratio(layer_norms)
-        for key, value in values.items():
-            pl_module.log(key, value, on_step=on_step, on_epoch=not on_step)
+            layer_ratio = flow_ratio(layer_norms)
+            charted[f"grad_flow/log10_ratio_layer{layer}"] = log10_ratio(layer_ratio)
+            recorded[f"grad_flow/ratio_layer{layer}"] = layer_ratio
+        for values, to_logger in ((charted, True), (recorded, False)):
+            for key, value in values.items():
+                pl_module.log(key, value, on_step=on_step, on_epoch=not on_step, logger=to_logger)
         writer = tensorboard_writer(trainer)
         if writer is None:
             return
         step = trainer.global_step
-        title = f"step {step}: ||dL/dh_1|| / ||dL/dh_T|| = {ratio:.3g} (T = {len(norms[0])})"
+        lengths = batch.get("lengths")
+        if lengths is not None and int(lengths.min()) != int(lengths.max()):
+            span = f"{len(lengths)} sequences of {int(lengths.min())} to {int(lengths.max())} steps"
+        else:
+            span = f"{len(batch['x'])} sequences, T = {len(norms[0])}"
+        title = f"step {step}: ||dL/dh_1|| / ||dL/dh_T|| = {ratio:.3g} ({span})"
         writer.add_figure("grad_flow/norms", grad_flow_figure(norms, title), step)
         for layer, layer_norms in enumerate(norms, start=1):
             log_profile_histogram(writer, f"grad_flow/layer{layer}", layer_norms, step)
 
 
-def hidden_figure(sequence: dict[str, torch.Tensor], title: str):
-    """Heat maps (units x time) of one sequence's hidden state and, if recorded, gates and cell."""
+def _time_axis(ax, labels: list[str] | None, steps: int) -> bool:
+    """Time ticks on whole steps: the input read at each step where it fits (True), else step
+    numbers from 1 (False)."""
+    if labels is not None and steps <= MAX_TICK_LABELS:
+        ax.set_xticks(range(steps), labels, fontsize=9 if steps <= 20 else 7)
+        return True
+    from matplotlib.ticker import FuncFormatter
+
+    _integer_ticks(ax.xaxis)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{int(round(x)) + 1}"))
+    return False
+
+
+def hidden_figure(sequence: dict[str, torch.Tensor], title: str, labels: list[str] | None = None):
+    """Heat maps (units x time) of one sequence's hidden state and, if recorded, gates and cell.
+
+    ``labels``: what the input reads at each step (characters of a name), shown under each column.
+    """
     fig = _figure(7, 1.6 + 1.4 * len(sequence))
     axes = fig.subplots(len(sequence), 1, squeeze=False)[:, 0]
     for ax, (name, values) in zip(axes, sequence.items(), strict=True):
@@ -253,10 +292,20 @@ def hidden_figure(sequence: dict[str, torch.Tensor], title: str):
                 interpolation="nearest",
             )
         ax.set_ylabel(GATE_NAMES.get(name, name), fontsize=8)
+        _integer_ticks(ax.yaxis)
+        ax.tick_params(axis="y", labelsize=7)
+        steps = values.shape[1]
+        if ax is axes[-1]:
+            labelled = _time_axis(ax, labels, steps)
+        else:  # the same columns as the last map: ticks without repeating the labels
+            _time_axis(ax, None if labels is None else [""] * steps, steps)
         fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
     axes[0].set_title(title, fontsize=9)
-    axes[-1].set_xlabel("time step")
-    fig.subplots_adjust(left=0.12, right=0.92, top=0.93, bottom=0.08, hspace=0.35)
+    axes[-1].set_xlabel("input read at each step" if labelled else "time step")
+    height = fig.get_figheight()  # inches: room for a two-line title and the time axis
+    fig.subplots_adjust(
+        left=0.12, right=0.92, top=1 - 0.5 / height, bottom=0.55 / height, hspace=0.35
+    )
     return fig
 
 
@@ -285,6 +334,27 @@ def token_labels(x: torch.Tensor, datamodule) -> list[str]:
     return [f"{float(row[0]):.2g}" for row in x]
 
 
+def class_of(index: int, class_names) -> str:
+    return str(class_names[index]) if class_names else f"class {index}"
+
+
+def reads_as_text(x: torch.Tensor, datamodule) -> bool:
+    """Whether a sequence is token ids of a vocabulary (characters)."""
+    vocab = getattr(datamodule, "vocab", None) or getattr(datamodule, "vocabulary", None)
+    return x.dim() == 1 and hasattr(vocab, "decode")
+
+
+def describe_sequence(labels: list[str], text: bool) -> str:
+    """The input in a few words: a name in quotes, else its first symbols and its length."""
+    if text:
+        joined = "".join(labels)
+        if len(joined) <= 40:
+            return f'"{joined}"'
+        return f'"{joined[:37]}..." ({len(joined)} steps)'
+    shown = " ".join(labels[:8]) + (" ..." if len(labels) > 8 else "")
+    return f"[{shown}] ({len(labels)} steps)"
+
+
 def prediction_changes(step_outputs: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
     """For one sequence's (seq, classes) outputs: the final class, ``p_t`` of it, and ``p_t - p_{t-1}``.
 
@@ -300,14 +370,14 @@ def prediction_changes(step_outputs: torch.Tensor) -> tuple[int, torch.Tensor, t
 
 def prediction_figure(labels: list[str], p: torch.Tensor, change: torch.Tensor, title: str):
     """Bars: how much each input step moved the predicted class's probability."""
-    fig = _figure(max(4.0, 0.35 * len(labels) + 1.5), 3)
+    fig = _figure(max(4.0, 0.35 * min(len(labels), MAX_TICK_LABELS) + 1.5), 3)
     ax = fig.add_subplot()
     steps = range(len(labels))
     colors = ["tab:green" if c >= 0 else "tab:red" for c in change.tolist()]
     ax.bar(steps, change.cpu().numpy(), color=colors)
     ax.plot(steps, p.cpu().numpy(), color="black", marker=".", label="p(predicted class)")
     ax.axhline(0.0, color="grey", linewidth=0.5)
-    ax.set_xticks(list(steps), labels, fontsize=9)
+    _time_axis(ax, labels, len(labels))
     ax.set_ylabel("change in p")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -337,19 +407,31 @@ class HiddenStates(_FixedBatchCallback):
         datamodule = trainer.datamodule
         dims = getattr(datamodule, "dims", None)
         class_names = getattr(dims, "class_names", None)
+        classifies = trace.output.dim() == 2 and getattr(dims, "task", None) == "classification"
         for k in range(len(batch["x"])):
             length = int(lengths[k]) if lengths is not None else batch["x"].shape[1]
+            labels = token_labels(batch["x"][k, :length].cpu(), datamodule)
+            said = describe_sequence(labels, reads_as_text(batch["x"][k], datamodule))
+            if classifies:
+                predicted, p, change = prediction_changes(trace.step_outputs[k, :length])
+                said += f" → {class_of(predicted, class_names)} (p = {float(p[-1]):.2f}"
+                truth = batch["y"][k] if batch["y"].dim() == 1 else None
+                if truth is not None:
+                    said += f", true {class_of(int(truth), class_names)}"
+                said += ")"
+            elif trace.output.dim() == 2 and trace.output.shape[-1] == 1 and "y" in batch:
+                target = batch["y"][k].reshape(-1)
+                if len(target) == 1:
+                    said += f": output {float(trace.output[k, 0]):.3g}, target {float(target):.3g}"
             for layer in range(len(trace.hidden)):
                 pictures = {"h": trace.hidden_sequence(layer)[k, :length, : self.max_units]}
                 for name, values in trace.gates[layer].items():
                     pictures[name] = values[k, :length, : self.max_units]
-                fig = hidden_figure(pictures, f"sequence {k}, layer {layer + 1}, step {step}")
+                title = f"{said}\nlayer {layer + 1}, step {step}"
+                fig = hidden_figure(pictures, title, labels)
                 writer.add_figure(f"hidden/seq{k}/layer{layer + 1}", fig, step)
-            if trace.output.dim() == 2 and getattr(dims, "task", None) == "classification":
-                labels = token_labels(batch["x"][k, :length].cpu(), datamodule)
-                predicted, p, change = prediction_changes(trace.step_outputs[k, :length])
-                name = class_names[predicted] if class_names else f"class {predicted}"
-                title = f"sequence {k}: predicted {name} (p = {float(p[-1]):.2f})"
+            if classifies:
+                title = said
                 fig = prediction_figure(labels, p, change, title)
                 writer.add_figure(f"hidden/seq{k}/prediction", fig, step)
                 rows = "\n".join(

@@ -1,4 +1,5 @@
-"""LightningDataModules: generated sequence tasks and text, with their dimensions."""
+"""LightningDataModules: generated sequence tasks, text and images read as sequences, with their
+dimensions."""
 
 from rnnlab.data.base import Dims, RnnlabDataModule, TensorBatches
 from rnnlab.data.chars import CharsDataModule
@@ -11,6 +12,7 @@ from rnnlab.data.generated import (
     PatternDataModule,
     SineDataModule,
 )
+from rnnlab.data.images import DigitsDataModule, MnistDataModule
 from rnnlab.data.names import NamesDataModule
 from rnnlab.data.vocab import Vocabulary
 
@@ -19,8 +21,10 @@ __all__ = [
     "CharsDataModule",
     "CopyDataModule",
     "CountingDataModule",
+    "DigitsDataModule",
     "Dims",
     "GeneratedDataModule",
+    "MnistDataModule",
     "NamesDataModule",
     "ParityDataModule",
     "PatternDataModule",

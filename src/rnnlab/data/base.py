@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from rnnlab.config_checks import integer, require
 from rnnlab.data.resumable import ResumableLoader, epoch_seed
 
 
@@ -81,17 +82,22 @@ class EpochShuffleShare(DistributedSampler):
     and the other processes' i-th batches together hold exactly the i-th batch of one process
     with the whole global batch: DDP trains on the same global batches. Lightning sets the epoch
     and, this being a DistributedSampler, leaves it in place.
+
+    ``start`` skips that many samples of this process's share in the next iteration only (a
+    resumed, half-done epoch: every process has served the same number of batches).
     """
 
     def __init__(self, dataset: Dataset, world_size: int, rank: int, seed: int = 0) -> None:
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
 
     def __iter__(self):
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(len(self.dataset), generator=g).tolist()
         repeats = -(-self.total_size // len(order))  # pad to a multiple of the world
         order = (order * repeats)[: self.total_size]
-        return iter(order[self.rank : self.total_size : self.num_replicas])
+        start, self.start = self.start, 0
+        return iter(order[self.rank : self.total_size : self.num_replicas][start:])
 
 
 def _identity(batch):
@@ -103,12 +109,8 @@ class RnnlabDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(
-                f"data.num_workers must be a non-negative integer, got {num_workers!r}"
-            )
+        require("data.batch_size", batch_size, integer(1))
+        require("data.num_workers", num_workers, integer(0))
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -142,9 +144,9 @@ class RnnlabDataModule(L.LightningDataModule):
         if shuffle and world == 1:
             # an order from (seed, epoch) alone, resumable mid-epoch
             return ResumableLoader(self.splits[split], seed=self.seed, **kwargs)
-        if shuffle:
+        if shuffle:  # this process's share of the same order, resumable mid-epoch too
             sampler = EpochShuffleShare(self.splits[split], world, rank, seed=int(self.seed))
-            return DataLoader(self.splits[split], sampler=sampler, **kwargs)
+            return ResumableLoader(self.splits[split], sampler=sampler, **kwargs)
         return DataLoader(self.splits[split], shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from rnnlab.config import RnnlabError
+from rnnlab.config_checks import integer, require
 from rnnlab.data.base import Dims, RnnlabDataModule, TensorBatches
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.errors import RnnlabError
 
 
 def read_text(path: str | Path) -> str:
@@ -53,8 +54,7 @@ class CharsDataModule(RnnlabDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-            raise ValueError(f"data.seq_len must be a positive integer, got {seq_len!r}")
+        require("data.seq_len", seq_len, integer(1))
         if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}")
         if not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:

@@ -6,13 +6,12 @@ import math
 
 import torch
 
+from rnnlab.config_checks import integer, require
 from rnnlab.data.base import Dims, RnnlabDataModule, TensorBatches
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
-    return value
+    return require(f"data.{name}", value, integer(1))
 
 
 class GeneratedDataModule(RnnlabDataModule):
@@ -80,7 +79,7 @@ class TokenTask(GeneratedDataModule):
 
 
 class PatternDataModule(TokenTask):
-    """One-hot sequence classification (seed 001): a rule over the symbols decides the label.
+    """One-hot sequence classification: a rule over the symbols decides the label.
 
     Rules: ``motif`` (1 if the symbols of ``motif`` appear consecutively, planted in about half
     the sequences), ``first_last`` (1 if the first and last valid symbols are equal) and
@@ -263,7 +262,7 @@ class AddingDataModule(GeneratedDataModule):
 
 
 class CountingDataModule(GeneratedDataModule):
-    """Next-value regression over arithmetic sequences (seed 002's ``[1,2,3] -> [2,3,4]``).
+    """Next-value regression over arithmetic sequences (``[1,2,3] -> [2,3,4]``).
 
     ``x_t = (a + d t) * scale`` with ``a`` uniform in ``start_range`` and ``d`` in ``step_range``;
     the target at every step is the next value.

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import unicodedata
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from rnnlab.config import RnnlabError
 from rnnlab.data.base import Dims, RnnlabDataModule, TensorBatches, _identity
+from rnnlab.data.resumable import ResumableLoader
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.errors import RnnlabError
 
 log = logging.getLogger("rnnlab")
 
@@ -98,6 +100,10 @@ class LengthBuckets(Sampler[list[int]]):
     Each epoch draws an order (a shuffle, or class-balanced draws with replacement when
     ``weights`` are given), sorts each pool of ``pool_batches`` batches by length, cuts it into
     batches and shuffles the batches. ``bucket=False`` keeps the drawn order.
+
+    The order depends on ``(seed, epoch)`` alone: Lightning sets the epoch before each epoch
+    (through ``sampler``, where it looks for a batch sampler's ``set_epoch``), and ``start``
+    skips that many batches of the next iteration only (a resumed, half-done epoch).
     """
 
     def __init__(
@@ -116,27 +122,39 @@ class LengthBuckets(Sampler[list[int]]):
         self.bucket = bucket
         self.pool_batches = pool_batches
         self.epoch = 0
+        self.start = 0
+
+    @property
+    def sampler(self) -> LengthBuckets:
+        """Itself: Lightning calls ``set_epoch`` on a batch sampler's ``sampler``."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
 
     def __iter__(self):
+        start, self.start = self.start, 0
+        for i, batch in enumerate(self._batches()):
+            if i >= start:
+                yield batch.tolist()
+
+    def _batches(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        self.epoch += 1
         n = len(self.lengths)
         if self.weights is None:
             order = torch.randperm(n, generator=g)
         else:
             order = torch.multinomial(self.weights, n, replacement=True, generator=g)
         if not self.bucket:
-            yield from (b.tolist() for b in order.split(self.batch_size))
-            return
+            return list(order.split(self.batch_size))
         batches: list[torch.Tensor] = []
         for pool in order.split(self.batch_size * self.pool_batches):
             pool = pool[torch.argsort(self.lengths[pool], stable=True)]
             batches.extend(pool.split(self.batch_size))
-        for i in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[i].tolist()
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
 class NamesDataModule(RnnlabDataModule):
@@ -277,6 +295,29 @@ class NamesDataModule(RnnlabDataModule):
             class_weights=tuple(self.class_weights) if self.class_weights else None,
         )
 
+    @property
+    def baselines(self) -> dict[str, float]:
+        """Always guessing the most common training language, scored on each split.
+
+        Its accuracy is that language's share of the split; its balanced accuracy is 1 / the
+        languages present, and its macro F1 is that language's F1 over the languages present.
+        """
+        if "train" not in self.splits:
+            return {}
+        train_y = self.splits["train"].tensors["y"]
+        majority = int(torch.bincount(train_y).argmax())
+        out: dict[str, float] = {}
+        for split in ("val", "test"):
+            if split not in self.splits:
+                continue
+            y = self.splits[split].tensors["y"]
+            share = float((y == majority).float().mean())
+            present = len(torch.unique(y))
+            out[f"{split}/acc"] = share
+            out[f"{split}/balanced_acc"] = 1.0 / present
+            out[f"{split}/f1_macro"] = 2 * share / (1 + share) / present
+        return out
+
     def encode(self, names: list[str]) -> dict[str, torch.Tensor]:
         """A batch of raw names, normalized as in training: ``x`` (n, longest) and ``lengths``."""
         if self.vocab is None:
@@ -305,7 +346,7 @@ class NamesDataModule(RnnlabDataModule):
         sampler = LengthBuckets(
             train.tensors["lengths"], self.batch_size, self.seed, weights, bucket=self.bucket
         )
-        return DataLoader(
+        return ResumableLoader(  # the epoch and the batches served travel in every checkpoint
             train,
             batch_sampler=sampler,
             num_workers=self.num_workers,
@@ -335,3 +376,25 @@ class NamesDataModule(RnnlabDataModule):
         self.class_weights = state.get("class_weights")
         self.accents = state.get("accents", self.accents)
         self.trained_on = state.get("data_dir")
+
+
+def write_toy_names(folder: str | Path, per_language: int = 150, seed: int = 0) -> Path:
+    """A folder of two made-up languages that a small model tells apart from their letters.
+
+    ``Kalomir.txt`` names are built from ``ka lo mi ra ve`` syllables and end in ``-ski`` or
+    ``-ova``; ``Tundish.txt`` names from ``to un dr sh ew`` and end in ``-son`` or ``-ley``.
+    """
+    rng = random.Random(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    languages = {
+        "Kalomir": (["ka", "lo", "mi", "ra", "ve", "na"], ["ski", "ova", "ich"]),
+        "Tundish": (["to", "un", "dr", "sh", "ew", "ba"], ["son", "ley", "ton"]),
+    }
+    for language, (syllables, endings) in languages.items():
+        names: set[str] = set()
+        while len(names) < per_language:
+            body = "".join(rng.choice(syllables) for _ in range(rng.randint(1, 3)))
+            names.add((body + rng.choice(endings)).capitalize())
+        (folder / f"{language}.txt").write_text("\n".join(sorted(names)) + "\n", encoding="utf-8")
+    return folder

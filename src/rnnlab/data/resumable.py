@@ -41,16 +41,33 @@ class EpochShuffle(Sampler[int]):
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader over an ``EpochShuffle`` that Lightning saves and restores mid-epoch.
+    """A DataLoader whose order comes from ``(seed, epoch)`` and that Lightning saves and restores
+    mid-epoch.
 
-    Lightning stores ``state_dict()`` in every checkpoint and calls ``load_state_dict`` when it
-    resumes a half-done epoch; the loader then skips the batches that were already trained on.
+    The order is drawn by ``sampler`` (``EpochShuffle`` unless given: any sampler with
+    ``set_epoch``, ``epoch`` and ``start`` counted in samples) or by ``batch_sampler`` (the same
+    three, ``start`` counted in batches, such as ``LengthBuckets``). Lightning stores
+    ``state_dict()`` (the epoch and the batches served in it) in every checkpoint and calls
+    ``load_state_dict`` when it resumes; the loader then draws that epoch's order again and skips
+    the batches that were already trained on.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(
-            dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset), seed), **kwargs
-        )
+    def __init__(
+        self,
+        dataset,
+        batch_size: int | None = 1,
+        seed: int = 0,
+        sampler: Sampler | None = None,
+        batch_sampler: Sampler | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if batch_sampler is not None:
+            super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+            self.order, self.samples_per_batch = batch_sampler, 1
+        else:
+            sampler = EpochShuffle(len(dataset), seed) if sampler is None else sampler
+            super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+            self.order, self.samples_per_batch = sampler, batch_size
         self.batches_yielded = 0
 
     def __iter__(self) -> Iterator[Any]:
@@ -60,10 +77,10 @@ class ResumableLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self.batches_yielded}
+        return {"epoch": int(getattr(self.order, "epoch", 0)), "batches": self.batches_yielded}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         batches = int(state_dict.get("batches", 0))
-        if 0 < batches < len(self):
-            self.sampler.set_epoch(int(state_dict.get("epoch", 0)))
-            self.sampler.start = batches * self.batch_size
+        if 0 < batches < len(self) and callable(getattr(self.order, "set_epoch", None)):
+            self.order.set_epoch(int(state_dict.get("epoch", 0)))
+            self.order.start = batches * self.samples_per_batch

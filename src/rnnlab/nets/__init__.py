@@ -2,6 +2,7 @@
 
 from rnnlab.nets.char_rnn import CharRNN, CharRNNCell
 from rnnlab.nets.common import last_valid_step
+from rnnlab.nets.modern import ModernNet, ModernStack
 from rnnlab.nets.recurrent import RecurrentNet
 from rnnlab.nets.reference import NumpyRNN, rnn_forward
 from rnnlab.nets.unrolled import CellStack, UnrolledNet
@@ -10,6 +11,8 @@ __all__ = [
     "CellStack",
     "CharRNN",
     "CharRNNCell",
+    "ModernNet",
+    "ModernStack",
     "NumpyRNN",
     "RecurrentNet",
     "UnrolledNet",

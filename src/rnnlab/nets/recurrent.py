@@ -38,6 +38,8 @@ class RecurrentNet(nn.Module):
         init: str = "default",
         init_std: float = 0.001,
         pack: str | bool = "auto",
+        chrono_tmax: float | None = None,
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -79,9 +81,9 @@ class RecurrentNet(nn.Module):
         if cell == "rnn":
             kwargs["nonlinearity"] = nonlinearity
         self.rnn = self.make_recurrent(cell, **kwargs)
-        # the recurrent weights are drawn before the head is built, as in seed 001's Net, so the
+        # the recurrent weights are drawn before the head is built, as in the tutorial's two-layer net, so the
         # same seed gives the same numbers
-        init_recurrent_(self, init, init_std)
+        init_recurrent_(self, init, init_std, cell, chrono_tmax, forget_bias)
         self.head = nn.Linear(hidden_size * self.num_directions, output_size)
 
     def make_recurrent(self, cell: str, **kwargs) -> nn.Module:

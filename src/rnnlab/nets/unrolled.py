@@ -226,42 +226,18 @@ class UnrolledNet(RecurrentNet):
     """
 
     def __init__(
-        self,
-        output_size: int,
-        cell: str = "lstm",
-        input_size: int | None = None,
-        vocab_size: int | None = None,
-        embedding_dim: int = 32,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        nonlinearity: str = "tanh",
-        output_mode: str = "last",
-        init: str = "default",
-        init_std: float = 0.001,
-        bidirectional: bool = False,
+        self, output_size: int, cell: str = "lstm", *, bidirectional: bool = False, **kwargs
     ) -> None:
-        config = dict(
-            output_size=output_size,
-            cell=cell,
-            input_size=input_size,
-            vocab_size=vocab_size,
-            embedding_dim=embedding_dim,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-            nonlinearity=nonlinearity,
-            output_mode=output_mode,
-            init=init,
-            init_std=init_std,
-        )
+        """``RecurrentNet``'s arguments, but for ``bidirectional`` and ``pack``."""
         if bidirectional:
             raise ValueError(
                 "model.bidirectional is not available for cell-by-cell nets; "
                 "use the fused model=rnn, lstm or gru"
             )
-        super().__init__(**config, pack=False)
-        self.config = config  # the arguments, to build the fused twin
+        if "pack" in kwargs:
+            raise TypeError("UnrolledNet steps each sequence to its length: it takes no pack")
+        super().__init__(output_size, cell, **kwargs, pack=False)
+        self.config = {"output_size": output_size, "cell": cell, **kwargs}  # the fused twin's
 
     def make_recurrent(self, cell: str, **kwargs) -> nn.Module:
         """The recurrent layer stack: cells stepped over time."""

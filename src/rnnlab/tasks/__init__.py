@@ -14,6 +14,12 @@ TASKS: dict[str, type[SequenceTask]] = {
 }
 
 
+def default_monitor(kind: str) -> tuple[str, str]:
+    """What a task of this kind is judged by: ``(metric, mode)``, e.g. ``("val/acc", "max")``."""
+    cls = TASKS.get(kind)
+    return (cls.monitor, cls.mode) if cls is not None else ("val/loss", "min")
+
+
 def build_task(dims, net, **kwargs) -> SequenceTask:
     """The task that fits the data's ``dims.task``, wrapping ``net``."""
     if dims.task not in TASKS:
@@ -29,6 +35,7 @@ def build_task(dims, net, **kwargs) -> SequenceTask:
 
 
 __all__ = [
+    "default_monitor",
     "TASKS",
     "LanguageModel",
     "SequenceClassifier",

@@ -28,7 +28,6 @@ class SequenceTask(L.LightningModule):
 
     monitor: str = "val/loss"
     mode: str = "min"
-    nan_policy: str = "stop"  # what a NaN/inf training loss does: stop | skip
     skipped_batches: int = 0
 
     def __init__(
@@ -37,9 +36,13 @@ class SequenceTask(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
         scheduler_interval: str = "epoch",
+        nan_policy: str = "stop",
     ) -> None:
         super().__init__()
         self.net = net
+        if nan_policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be stop or skip, got {nan_policy!r}")
+        self.nan_policy = nan_policy
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         if scheduler_interval not in ("epoch", "step"):
@@ -88,7 +91,7 @@ class SequenceTask(L.LightningModule):
 
     def non_finite_loss(self, loss: torch.Tensor) -> None:
         """A NaN/inf training loss: stop (``nan_policy=stop``) or skip the batch and count it."""
-        from rnnlab.reliability import NonFiniteLoss
+        from rnnlab.errors import NonFiniteLoss
 
         if self.nan_policy != "skip":
             raise NonFiniteLoss(loss.item(), self.global_step, self.current_epoch)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 
+from rnnlab.data.vocab import PAD_ID, UNK_ID, Vocabulary
+from rnnlab.errors import RnnlabError
 from rnnlab.tasks.base import SequenceTask
 
 LN2 = math.log(2.0)
@@ -76,7 +78,8 @@ def sample_ids(
     """Continue ``prompt`` (token ids) by ``length`` sampled ids; returns only the new ids.
 
     A unidirectional fused recurrent net (``encoder``, ``rnn``, ``head``) carries its state from
-    step to step; any other net re-reads the whole text at every step.
+    step to step, as does a net whose ``rnn`` says it can (``carries_state``: the scan models);
+    any other net re-reads the whole text at every step.
     """
     if not prompt:
         raise ValueError("generation needs a prompt of at least one known character")
@@ -88,7 +91,7 @@ def sample_ids(
     out: list[int] = []
     rnn = getattr(net, "rnn", None)
     stateful = (
-        isinstance(rnn, nn.RNNBase)
+        (isinstance(rnn, nn.RNNBase) or getattr(rnn, "carries_state", False))
         and not rnn.bidirectional
         and rnn.batch_first
         and hasattr(net, "encoder")
@@ -111,3 +114,24 @@ def sample_ids(
     finally:
         net.train(was_training)
     return out
+
+
+def generate_text(
+    net: torch.nn.Module,
+    vocab: Vocabulary,
+    prompt: str,
+    length: int,
+    temperature: float = 0.8,
+    seed: int | None = 0,
+) -> str:
+    """``length`` characters sampled from a character language model after ``prompt``."""
+    if not prompt:
+        raise RnnlabError("generation needs a non-empty prompt")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise RnnlabError(f"length must be a non-negative integer, got {length!r}")
+    if not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+        raise RnnlabError(
+            f"temperature must be a non-negative number (0 picks the likeliest), got {temperature}"
+        )
+    ids = sample_ids(net, vocab.encode(prompt), length, temperature, [PAD_ID, UNK_ID], seed)
+    return vocab.decode(ids)

@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from rnnlab.config import RnnlabError
+from rnnlab.errors import RnnlabError
 
 ERROR_KEYS = ("mse", "loss")  # the test metric a task's trivial baseline is given for
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rnnlab.config import ROOT
-from rnnlab.data.names import NamesDataModule, normalize
+from rnnlab.data.names import NamesDataModule, normalize, write_toy_names
 from rnnlab.nets import CharRNNCell
 
 TUTORIAL_LETTERS = string.ascii_letters + " .,;'"
@@ -32,26 +32,6 @@ def shared_names_dir() -> Path:
     return Path(os.environ.get("RNNLAB_NAMES_DIR", ROOT.parent / "shared" / "data" / "names"))
 
 
-def write_toy_names(folder: str | Path, per_language: int = 150, seed: int = 0) -> Path:
-    """A folder of two made-up languages that a small model tells apart from their letters.
-
-    ``Kalomir.txt`` names are built from ``ka lo mi ra ve`` syllables and end in ``-ski`` or
-    ``-ova``; ``Tundish.txt`` names from ``to un dr sh ew`` and end in ``-son`` or ``-ley``.
-    """
-    rng = random.Random(seed)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    languages = {
-        "Kalomir": (["ka", "lo", "mi", "ra", "ve", "na"], ["ski", "ova", "ich"]),
-        "Tundish": (["to", "un", "dr", "sh", "ew", "ba"], ["son", "ley", "ton"]),
-    }
-    for language, (syllables, endings) in languages.items():
-        names: set[str] = set()
-        while len(names) < per_language:
-            body = "".join(rng.choice(syllables) for _ in range(rng.randint(1, 3)))
-            names.add((body + rng.choice(endings)).capitalize())
-        (folder / f"{language}.txt").write_text("\n".join(sorted(names)) + "\n", encoding="utf-8")
-    return folder
 
 
 # ---------------------------------------------------------------- the tutorial, as published
@@ -184,7 +164,7 @@ def rnnlab_time_to_accuracy(
     data_dir: Path, target: float, out: Path, overrides: list[str] = (), every: int = 20
 ) -> dict:
     """Train ``experiment=names`` until its test-split accuracy passes ``target``."""
-    from rnnlab.benchmarks import compose_run
+    from bench.harness import compose_run
     from rnnlab.train import train
 
     overrides = [
@@ -357,7 +337,7 @@ def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], fl
     """
     import statistics
 
-    from rnnlab.benchmarks import Stopwatch, compose_run
+    from bench.harness import Stopwatch, compose_run
     from rnnlab.train import build_components, train
 
     with tempfile.TemporaryDirectory() as tmp:

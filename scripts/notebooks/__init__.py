@@ -1,0 +1,1 @@
+"""The five source notebooks' printed numbers, recomputed with rnnlab (scripts/seeds.py)."""
