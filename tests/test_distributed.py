@@ -247,6 +247,7 @@ def test_slurm_launcher_sets_the_world_of_each_trial():
         HydraConfig.instance().cfg = None
 
 
+@pytest.mark.slow  # tests/test_defaults.py runs DDP on names with every default callback
 def test_ddp_names_run_reduces_its_metrics_and_draws_the_confusion_matrix_once(tmp_path):
     # the confusion matrix is reduced over both processes with the other metrics, then drawn by
     # process 0 alone: no collective is left waiting on one process

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnlab.config_checks import integer, number, require
 from rnnlab.nets.common import InputEncoder, check_dims, last_valid_step
 from rnnlab.nets.scan import causal_conv, diagonal_scan, log_space_scan, powers
 
@@ -336,18 +337,13 @@ def check_cell_options(cell: str, options: dict) -> dict:
     """The options ``cell`` reads (ValueError for an impossible value); the others are ignored."""
     if cell not in LAYERS:
         raise ValueError(f"model.cell must be one of {sorted(LAYERS)}, got {cell!r}")
-    chunk = options["scan_chunk"]
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"model.scan_chunk must be a positive integer, got {chunk!r}")
+    chunk = require("model.scan_chunk", options["scan_chunk"], integer(1))
     if cell in ("mingru", "minlstm"):
         kept = {"chunk": chunk}
         if cell == "minlstm":
-            fb = options["forget_bias"]
-            if fb is not None and (
-                isinstance(fb, bool) or not isinstance(fb, (int, float)) or not math.isfinite(fb)
-            ):
-                raise ValueError(f"model.forget_bias must be a finite number or null, got {fb!r}")
-            kept["forget_bias"] = fb
+            kept["forget_bias"] = require(
+                "model.forget_bias", options["forget_bias"], number(null=True)
+            )
         return kept
     if cell == "indrnn":
         _positive("recurrent_bound", options["recurrent_bound"])
@@ -356,9 +352,7 @@ def check_cell_options(cell: str, options: dict) -> dict:
                 f"model.bound_mode must be clamp or tanh, got {options['bound_mode']!r}"
             )
         return {"recurrent_bound": options["recurrent_bound"], "bound_mode": options["bound_mode"]}
-    state_size = options["state_size"]
-    if isinstance(state_size, bool) or not isinstance(state_size, int) or state_size < 1:
-        raise ValueError(f"model.state_size must be a positive integer, got {state_size!r}")
+    state_size = require("model.state_size", options["state_size"], integer(1))
     if cell == "lru":
         r_min, r_max = options["r_min"], options["r_max"]
         for name, r in (("r_min", r_min), ("r_max", r_max)):
