@@ -349,7 +349,11 @@ def test_resuming_from_an_older_checkpoint_logs_every_step_once(uninterrupted, t
             make_cfg(RUN, tmp_path),
             extra_callbacks=[CopyLastAtEpochStart(older), SendSignal(5, signal.SIGTERM)],
         )
-    # steps 4 and 5 were logged after the older checkpoint, and are logged again on resume
+    # steps 4 and 5 were logged after the older checkpoint, and are logged again on resume.
+    # TensorBoard reads a folder's event files in name order, and a name is the second it was
+    # made, then the process id and a per-process counter (as text: "10" before "9"); a resume
+    # in the same process within the same second could sort before the run it continues
+    time.sleep(1.0 - time.time() % 1.0 + 0.05)
     metrics = train(make_cfg([*RUN, f"ckpt_path={older}"], tmp_path))
     assert same_results(metrics, reference_metrics)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
