@@ -31,8 +31,9 @@ def median(values: list[float]) -> float:
 class Report:
     """Markdown tables collected section by section."""
 
-    def __init__(self) -> None:
+    def __init__(self, previous: str = "") -> None:
         self.parts: list[str] = []
+        self.previous = previous  # the report this run replaces, for what it keeps
 
     def section(self, title: str, text: str = "") -> None:
         self.parts.append(f"\n## {title}\n")
@@ -159,12 +160,13 @@ def overhead(report: Report, repeats: int, tiny: bool) -> None:
 def names_throughput(report: Report, repeats: int, tiny: bool) -> None:
     from bench.names import names_throughput_runs
 
-    rows, ratio, where = names_throughput_runs(max(1, min(repeats, 3)), tiny)
+    rows, ratio, where = names_throughput_runs(max(1, min(repeats, 5)), tiny)
     report.text(
         f"The names LSTM recipe (`experiment=names model=lstm`, {where}): one epoch of training "
         "and its validation, rnnlab with its defaults against a plain loop over the same "
-        "batches, net, optimizer and gradient clipping. Training names a second, median of "
-        f"{max(1, min(repeats, 3))}."
+        "batches, net, optimizer and gradient clipping, after one untimed run of each; the two "
+        "run back to back in alternating order. Training names a second, median of "
+        f"{max(1, min(repeats, 5))}; the ratio is the median of the repeats' own ratios."
     )
     report.table(["loop", "names / s", "ratio to plain", "runs' range, names / s"], rows)
     verdict = "met" if ratio >= 0.97 else f"missed by {0.97 - ratio:.2f}"
@@ -378,13 +380,32 @@ def gpu(report: Report, repeats: int, tiny: bool) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        report.section("6. GPU", "Not measured in this run: no CUDA device on this machine.")
+        kept = measured_gpu_section(report.previous)
+        if kept:  # figures from scripts/gpu_check.sh on a GPU machine: a CPU run keeps them
+            report.parts.append("\n" + kept)
+            return
+        report.section(
+            "6. GPU",
+            "Not measured in this run: no CUDA device on this machine. On one, "
+            "`scripts/gpu_check.sh` measures it and `python scripts/gpu_check.py --merge "
+            "<results.json>` writes this section.",
+        )
         return
     report.section(
         "6. GPU",
         f"A CUDA device is present ({torch.cuda.get_device_name(0)}); the sections above ran on "
         "the CPU as everywhere, so that their numbers compare across machines.",
     )
+
+
+def measured_gpu_section(text: str) -> str:
+    """Section 6 of an earlier BENCHMARKS.md when ``scripts/gpu_check.sh`` wrote it, else ''."""
+    import re
+
+    match = re.search(r"^## 6\. GPU\n.*?(?=^## )", text, flags=re.M | re.S)
+    if match and "scripts/gpu_check.sh" in match.group(0) and "A dry run" not in match.group(0):
+        return match.group(0).rstrip() + "\n"
+    return ""
 
 
 def machine_description() -> str:
@@ -437,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("rnnlab").setLevel(logging.ERROR)
 
-    report = Report()
+    out = Path(args.out)
+    report = Report(out.read_text() if out.is_file() else "")
     start = time.time()
     for name in SECTIONS:
         if name in chosen:
@@ -448,7 +470,6 @@ def main(argv: list[str] | None = None) -> int:
         + machine_description()
         + f"\n- Total benchmark time: {time.time() - start:.0f} s\n"
     )
-    out = Path(args.out)
     notes = ""  # the hand-written reading of the numbers survives a re-run
     if out.is_file() and NOTES in out.read_text():
         notes = "\n" + NOTES + out.read_text().split(NOTES, 1)[1].rstrip() + "\n"

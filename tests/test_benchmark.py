@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import run_cli
 
 
+@pytest.mark.slow  # about a minute; a single section runs by default below
 def test_the_benchmark_runs_every_section_at_tiny_sizes(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     result = run_cli(

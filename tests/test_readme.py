@@ -137,6 +137,8 @@ CANNOT_RUN_HERE: dict[str, str] = {
     "downloads (the same recipe runs on Fashion-MNIST above)",
     "python train.py experiment=pmnist": "needs data/mnist, which scripts/fetch_mnist.py "
     "downloads (tests/test_images.py trains on permuted IDX images it writes)",
+    "python scripts/gpu_check.py --merge outputs/gpu_check/results.json": "needs the results of "
+    "scripts/gpu_check.sh on a CUDA GPU (tests/test_gpu_check.py merges made-up results)",
 }
 
 GRID_SEEDS = "python train.py -m model=lstm,gru seed=1,2,3"
@@ -146,6 +148,10 @@ SHAKESPEARE = "python train.py experiment=shakespeare"
 ADDING_OPTUNA = "python train.py -m hparams_search=adding_optuna"
 VANISHING_SUBSET = (
     "OMP_NUM_THREADS=1 python train.py -m experiment=vanishing data=adding data.T=10,50,100"
+)
+LONG_RANGE_SUBSET = (
+    "OMP_NUM_THREADS=1 python train.py -m experiment=long_range variant=lstm,lstm_chrono,gru "
+    "problem=adding_100"
 )
 BEST = "{run}/checkpoints/best.ckpt"
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
@@ -181,6 +187,18 @@ RUNS: dict[str, Run] = {
     "python train.py 'insight=[grad_flow,histograms]' callbacks.grad_flow.every_n_epochs=5": Run(),
     "python train.py experiment=vanishing": Run(slow=True),
     VANISHING_SUBSET: Run(output="Vanishing-gradient study:", slow=True),  # 9 jobs
+    "OMP_NUM_THREADS=1 python train.py -m +variant=lstm,lstm_chrono,lstm_forget_bias data=adding "
+    "data.T=100 data.n_train=4096 data.n_val=512 data.n_test=512 data.batch_size=32 "
+    "trainer.max_epochs=15 seed=1,2,3 callbacks.early_stopping=null": Run(slow=True),  # 9 jobs
+    "python train.py experiment=long_range": Run(slow=True),  # 70 jobs
+    LONG_RANGE_SUBSET: Run(output="Long-range study:"),  # 3 jobs of 2 steps
+    "OMP_NUM_THREADS=1 python train.py -m experiment=long_range problem=adding_100 "
+    "callbacks.solve.budget_steps=2000": Run(slow=True),  # 10 jobs
+    "python scripts/long_range_report.py outputs/multirun/<date>/<time>": Run(
+        limits=[],
+        fill={"outputs/multirun/<date>/<time>": (LONG_RANGE_SUBSET, "{run}")},
+        output="not solved in 2 steps (budget 400)",
+    ),
     # DDP on the CPU, with every default callback and logger
     "python train.py trainer=ddp_cpu": Run(),
     # SLURM: what one trial would ask for (needs hydra-submitit-launcher, in the dev extra)
@@ -216,13 +234,24 @@ RUNS: dict[str, Run] = {
     # text
     NAMES: Run(needs_data=True),
     "python train.py experiment=names_char_rnn": Run(needs_data=True),
-    "python train.py experiment=names data.balance=weights": Run(needs_data=True),
+    "python train.py experiment=names data.balance=weights": Run(
+        needs_data=True, slow=True  # experiment=names itself runs by default
+    ),
+    "OMP_NUM_THREADS=1 python scripts/bench/names.py --seeds 1,2,3": Run(
+        needs_data=True, output="mean ± std", slow=True  # three runs of one short epoch
+    ),
     "python train.py experiment=names trainer.val_check_interval=20 trainer.min_epochs=null callbacks.early_stopping.stopping_threshold=0.6": Run(
         limits=[*EPOCH, "++trainer.limit_train_batches=20"], needs_data=True
     ),
     SHAKESPEARE: Run(needs_data=True),
     "python train.py experiment=shakespeare data.path=my_book.txt": Run(
         files={"my_book.txt": "text"}
+    ),
+    "python train.py experiment=shakespeare data.stateful=true": Run(
+        needs_data=True, slow=True  # tests/test_chars_stateful.py covers the streams by default
+    ),
+    "python scripts/bench/chars.py --minutes 30 --out outputs/bench_chars": Run(
+        limits=["--tiny", "--minutes", "0.5"], needs_data=True, slow=True, output="stateful"
     ),
     "python scripts/predict.py ckpt_path=outputs/<run>/checkpoints/best.ckpt names=[Dovesky,Satoshi]": Run(
         limits=[], fill={"outputs/<run>": (NAMES, "{run}")}, needs_data=True, output="Satoshi\t"

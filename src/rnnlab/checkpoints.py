@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,25 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_link(source: Path, path: Path) -> None:
+    """Make ``path`` a second name of the finished file ``source``, atomically (``os.replace``);
+    where the file system has no hard links, a copy, flushed to disk, goes in its place."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"  # what a killed run leaves
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,16 +84,73 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     A kill during a write leaves the previous file intact. Loading defaults to ``weights_only``, so
     a checkpoint can not run code.
+
+    Between ``hold(last)`` and the save of ``last`` (``LastCheckpoint`` calls it around the
+    validation at an epoch's end, when no optimizer step comes between), other checkpoints are
+    held instead of written; when ``last`` is written, each held path becomes a hard link to it,
+    since both hold the same weights and optimizer state. So ``best.ckpt`` and ``last.ckpt`` of
+    the same epoch cost one write. ``release()`` writes whatever is still held.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: Path | None = None
+        self._held: dict[Path, dict[str, Any]] = {}
+
+    def hold(self, last: str | Path) -> None:
+        """Hold other checkpoints until ``last`` is saved (at the same training step)."""
+        self._last = Path(last)
+
+    def release(self) -> None:
+        """Stop holding; write every checkpoint still held, each on its own."""
+        held, self._held, self._last = self._held, {}, None
+        for path, checkpoint in held.items():
+            self._write(checkpoint, path)
+
+    def discard(self) -> None:
+        """Stop holding and write nothing held (after a failed write: the older files stay)."""
+        self._held, self._last = {}, None
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
+        path = Path(path)
+        if self._last is None:
+            self._write(checkpoint, path)
+        elif path != self._last:
+            self._held[path] = checkpoint
+        else:
+            held, self._held, self._last = self._held, {}, None
+            steps = {c.get("global_step") for c in held.values()}
+            if steps - {checkpoint.get("global_step")}:  # not the same state after all
+                for other, c in held.items():
+                    self._write(c, other)
+                held = {}
+            self._write(checkpoint, path)
+            for other in held:
+                self._link(path, other)
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        self._held.pop(Path(path), None)
+        super().remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.release()
+
+    def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
         try:
-            atomic_torch_save(checkpoint, Path(path))
+            atomic_torch_save(checkpoint, path)
         except Exception as e:
             if no_space(e):  # the temporary file is gone; the previous checkpoint untouched
-                raise DiskFull(Path(path)) from e
+                raise DiskFull(path) from e
+            raise
+
+    def _link(self, source: Path, path: Path) -> None:
+        try:
+            atomic_link(source, path)
+        except Exception as e:
+            if no_space(e):
+                raise DiskFull(path) from e
             raise
 
     def load_checkpoint(

@@ -218,8 +218,10 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
     "data.accents": one_of("keep", "fold", only_for=("NamesDataModule",)),
     "data.ambiguous": one_of("keep", "drop", only_for=("NamesDataModule",)),
     "data.duplicates": one_of("merge", "keep", only_for=("NamesDataModule",)),
+    "data.split": one_of("lines", "names", only_for=("NamesDataModule",)),
     "data.balance": one_of("none", "weights", "sampler", only_for=("NamesDataModule",)),
     "data.bucket": BOOLEAN,
+    "data.stateful": BOOLEAN,
     "data.mode": one_of("pixels", "rows", only_for=("MnistDataModule", "DigitsDataModule")),
     "data.permute": BOOLEAN,
     "data.permute_seed": integer(0, null=True),
@@ -227,6 +229,11 @@ RULES: dict[str, Rule | tuple[Rule, ...]] = {
         _val_size, "a positive count of training images or a fraction in (0, 1)"
     ),
     "task.label_smoothing": FRACTION,
+    "callbacks.solve.budget_steps": integer(1),
+    "callbacks.solve.every_n_steps": integer(1),
+    "callbacks.solve.num_sequences": integer(1),
+    "callbacks.solve.mse_below": number(0, low_open=True),
+    "callbacks.solve.recall_at_least": number(0, 1, low_open=True),
     "optimizer.lr": number(0, low_open=True),
     "optimizer.weight_decay": number(0),
     "optimizer.momentum": number(0),
@@ -296,6 +303,11 @@ def _check_together(cfg: DictConfig) -> None:
     if _is_int(seq_len) and _is_int(min_len) and min_len > seq_len:
         raise RnnlabError(
             f"invalid data config: data.min_len must be in 1..data.seq_len={seq_len}, got {min_len}"
+        )
+    if _select(cfg, "data.stateful") is True and _select(cfg, "model.bidirectional") is True:
+        raise RnnlabError(
+            "invalid model config: data.stateful=true carries the state forward, which a "
+            "bidirectional net (model.bidirectional=true) can not do: set one of them to false"
         )
     fractions = [_select(cfg, f"data.{k}") for k in ("val_fraction", "test_fraction")]
     if all(_is_number(f) for f in fractions) and sum(fractions) >= 1:

@@ -43,6 +43,24 @@ def _overrides(job: Path) -> dict[str, str]:
     return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
 
 
+def job_choices(job: Path) -> dict[str, str]:
+    """A job's config-group choices (``model``, ``data`` ...): its overrides over Hydra's record."""
+    choices: dict[str, str] = {}
+    hydra_path = job / ".hydra" / "hydra.yaml"
+    if hydra_path.is_file():
+        recorded = OmegaConf.load(hydra_path).hydra.runtime.choices
+        choices = {str(k): str(v) for k, v in recorded.items() if v is not None}
+    return {**choices, **_overrides(job)}
+
+
+def job_dirs(sweep_dir: str | Path) -> list[Path]:
+    """The job directories of a sweep, in name order; an RnnlabError if there is no sweep."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise RnnlabError(f"no sweep directory at {sweep_dir}")
+    return [job for job in sorted(sweep_dir.iterdir()) if job.is_dir()]
+
+
 def read_run(job: Path) -> StudyRun | None:
     """A job directory's run, or None if it has no metrics or no task with a baseline."""
     metrics_path = job / "metrics.json"
@@ -50,14 +68,10 @@ def read_run(job: Path) -> StudyRun | None:
     if not metrics_path.is_file() or not config_path.is_file():
         return None
     metrics = json.loads(metrics_path.read_text())["metrics"]
-    overrides = _overrides(job)
     config = OmegaConf.load(config_path)
-    hydra_path = job / ".hydra" / "hydra.yaml"
-    choices = {}
-    if hydra_path.is_file():
-        choices = OmegaConf.load(hydra_path).hydra.runtime.choices
-    model = overrides.get("model") or choices.get("model") or str(config.model.get("cell"))
-    task = overrides.get("data") or choices.get("data")
+    choices = job_choices(job)
+    model = choices.get("model") or str(config.model.get("cell"))
+    task = choices.get("data")
     if "T" not in config.data or task is None:
         return None
     from hydra.utils import instantiate
@@ -82,10 +96,7 @@ def read_run(job: Path) -> StudyRun | None:
 
 def collect(sweep_dir: str | Path) -> list[StudyRun]:
     """Every finished job under a sweep directory, sorted by task, model and T."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise RnnlabError(f"no sweep directory at {sweep_dir}")
-    runs = [run for job in sorted(sweep_dir.iterdir()) if job.is_dir() and (run := read_run(job))]
+    runs = [run for job in job_dirs(sweep_dir) if (run := read_run(job))]
     if not runs:
         raise RnnlabError(f"no finished runs with a metrics.json and a T under {sweep_dir}")
     return sorted(runs, key=lambda r: (r.task, r.model, r.T))

@@ -8,7 +8,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 
+from rnnlab.checkpoints import AtomicCheckpointIO
 from rnnlab.config_checks import integer, require
+from rnnlab.errors import DiskFull
 
 
 class LastCheckpoint(Checkpoint):
@@ -47,8 +49,46 @@ class LastCheckpoint(Checkpoint):
         if n and trainer.global_step % n == 0 and not last_batch:
             self.save(trainer)
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the validation at an epoch's end: a checkpoint saved during it (best.ckpt) holds the
+        # weights and optimizer state last.ckpt is about to hold, so it is written once, as
+        # last.ckpt, and linked (AtomicCheckpointIO.hold)
+        io = self._checkpoint_io(trainer)
+        if (
+            io is not None
+            and trainer.state.fn == "fit"
+            and not (trainer.sanity_checking or trainer.fast_dev_run)
+            and self.saved_step != trainer.global_step
+            and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
+            io.hold(self.dirpath / "last.ckpt")
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.save(trainer)
+        try:
+            self.save(trainer)
+        finally:
+            self._release(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        io = self._checkpoint_io(trainer)
+        if io is None:
+            return
+        if isinstance(exception, DiskFull):
+            io.discard()  # the older files stay as they are; the run stops with one sentence
+        self._release(trainer)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._release(trainer)
+
+    def _release(self, trainer: L.Trainer) -> None:
+        io = self._checkpoint_io(trainer)
+        if io is not None and trainer.is_global_zero:
+            io.release()
+
+    @staticmethod
+    def _checkpoint_io(trainer: L.Trainer) -> AtomicCheckpointIO | None:
+        io = getattr(trainer.strategy, "checkpoint_io", None)
+        return io if isinstance(io, AtomicCheckpointIO) else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_model_path": self.last_model_path}

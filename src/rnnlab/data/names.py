@@ -4,15 +4,19 @@ Reading policy, the same for every folder:
 
 - Lines are stripped; blank lines are skipped. Accents are kept (NFC) or folded to their base
   letters (``accents: fold``, e.g. ``Béringer -> Beringer``).
-- A name listed twice under one language counts once (``duplicates: merge``), or as often as
-  the file lists it (``duplicates: keep``, the files' own frequencies: the tutorial's Arabic.txt
-  lists 108 names 2000 times).
+- A name listed twice under one language counts as often as the file lists it
+  (``duplicates: keep``, the files' own frequencies: the tutorial's Arabic.txt lists 108 names
+  2000 times), or once (``duplicates: merge``).
 - A name listed under several languages (``Abel`` is English, French and German) is kept once
   per language with ``ambiguous: keep`` (a model can then be right for only one of them), or
-  dropped everywhere with ``ambiguous: drop``. Either way every copy of a name lands in the same
-  split, so no test name was seen in training.
-- The split is stratified by language and seeded: each language's names are shuffled and cut
-  into train/val/test by ``val_fraction`` and ``test_fraction``.
+  dropped everywhere with ``ambiguous: drop``.
+- The split is stratified by language and seeded: each language's records are shuffled and cut
+  into train/val/test, ``test_fraction`` and ``val_fraction`` of them each a share of the whole
+  (0.15 and 0.1: the test split is 15% of every language, validation comes out of the other
+  85%). ``split: lines`` cuts line by line, as the field reports names results: every line of
+  every file is one record (with the defaults), so a repeated name or a name under several
+  languages can be in training and in the test split. ``split: names`` cuts by unique name:
+  every copy of a name lands in the same split, so no test name was seen in training.
 - The vocabulary comes from the training split; id 0 is padding, id 1 the unknown symbol.
 
 The vocabulary, the language names and the class weights are part of the datamodule's state, so
@@ -40,6 +44,7 @@ log = logging.getLogger("rnnlab")
 ACCENTS = ("keep", "fold")
 AMBIGUOUS = ("keep", "drop")
 DUPLICATES = ("merge", "keep")
+SPLITS = ("lines", "names")
 BALANCE = ("none", "weights", "sampler")
 
 
@@ -165,9 +170,10 @@ class NamesDataModule(RnnlabDataModule):
         data_dir: str,
         accents: str = "keep",
         ambiguous: str = "keep",
-        duplicates: str = "merge",
+        duplicates: str = "keep",
+        split: str = "lines",
         val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        test_fraction: float = 0.15,
         balance: str = "none",
         bucket: bool = True,
         batch_size: int = 64,
@@ -179,6 +185,7 @@ class NamesDataModule(RnnlabDataModule):
             ("accents", accents, ACCENTS),
             ("ambiguous", ambiguous, AMBIGUOUS),
             ("duplicates", duplicates, DUPLICATES),
+            ("split", split, SPLITS),
             ("balance", balance, BALANCE),
         ):
             if value not in allowed:
@@ -193,7 +200,7 @@ class NamesDataModule(RnnlabDataModule):
             )
         self.data_dir = str(data_dir)
         self.accents, self.ambiguous, self.balance = accents, ambiguous, balance
-        self.duplicates = duplicates
+        self.duplicates, self.split = duplicates, split
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.bucket = bool(bucket)
         self.vocab: Vocabulary | None = None
@@ -224,24 +231,32 @@ class NamesDataModule(RnnlabDataModule):
             owners = {name: c for name, c in owners.items() if len(set(c)) == 1}
         return [(name, c) for name, classes in owners.items() for c in classes]
 
-    def _split(self, records: list[tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
-        """Stratified, seeded, by unique name: all of a name's records land in one split."""
-        groups: dict[str, list[int]] = {}
-        for name, c in records:
-            groups.setdefault(name, []).append(c)
-        strata: dict[int, list[str]] = {}
-        for name, classes in groups.items():
-            strata.setdefault(min(classes), []).append(name)
+    def split_indices(self, records: list[tuple[str, int]]) -> dict[str, list[int]]:
+        """Which of ``records`` each split holds: stratified by language, seeded.
+
+        ``split="lines"`` cuts record by record; ``split="names"`` keeps all of a name's records
+        together (stratified by the first of its languages).
+        """
+        groups: dict[object, list[int]] = {}  # a group lands in one split as a whole
+        for i, (name, _) in enumerate(records):
+            groups.setdefault(name if self.split == "names" else i, []).append(i)
+        strata: dict[int, list[list[int]]] = {}
+        for rows in groups.values():
+            strata.setdefault(min(records[i][1] for i in rows), []).append(rows)
         g = torch.Generator().manual_seed(int(self.seed))
-        splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+        splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         for c in sorted(strata):
-            names = strata[c]
-            order = torch.randperm(len(names), generator=g).tolist()
-            n_train, n_val, _ = split_counts(len(names), self.val_fraction, self.test_fraction)
+            members = strata[c]
+            order = torch.randperm(len(members), generator=g).tolist()
+            n_train, n_val, _ = split_counts(len(members), self.val_fraction, self.test_fraction)
             for rank, i in enumerate(order):
                 split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-                splits[split].extend((names[i], k) for k in groups[names[i]])
+                splits[split].extend(members[i])
         return splits
+
+    def _split(self, records: list[tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
+        rows = self.split_indices(records)
+        return {split: [records[i] for i in rows[split]] for split in rows}
 
     def _prepare(self) -> dict[str, list[tuple[str, int]]]:
         records = self._records()
@@ -364,6 +379,7 @@ class NamesDataModule(RnnlabDataModule):
             "class_names": list(self.class_names),
             "class_weights": self.class_weights,
             "accents": self.accents,
+            "split": self.split,
             "data_dir": self.trained_on or self._resolved(),
         }
 
@@ -375,6 +391,8 @@ class NamesDataModule(RnnlabDataModule):
         self.class_names = list(state["class_names"])
         self.class_weights = state.get("class_weights")
         self.accents = state.get("accents", self.accents)
+        # the run's own test split: checkpoints from before `split` existed were cut by name
+        self.split = state.get("split", "names")
         self.trained_on = state.get("data_dir")
 
 

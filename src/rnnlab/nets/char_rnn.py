@@ -73,6 +73,13 @@ class CharRNN(nn.Module):
         hidden: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Every step's output and the hidden state each step reads (``h_0`` .. ``h_{T-1}``)."""
+        outputs, states, _ = self._run(x, lengths, hidden)
+        return outputs, states
+
+    def _run(
+        self, x: torch.Tensor, lengths: torch.Tensor | None, hidden: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """``unroll``'s outputs and states, and the hidden state after the last step."""
         x = self.encode(x)  # (batch, seq, features)
         batch, seq_len, _ = x.shape
         if hidden is None:
@@ -88,7 +95,17 @@ class CharRNN(nn.Module):
                 out = torch.where(keep, out, outputs[-1]) if outputs else out
             hidden = new_hidden
             outputs.append(out)
-        return outputs, states
+        return outputs, states, hidden
+
+    carries_state = True  # ``carry`` continues a text from a state
+
+    def carry(
+        self, x: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-probabilities at every step of ``x`` read on from ``hidden`` (None: zeros),
+        (batch, seq, output), and the hidden state after the last step (batch, hidden)."""
+        outputs, _, hidden = self._run(x, None, hidden)
+        return torch.stack(outputs, dim=1), hidden
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         outputs, _ = self.unroll(x, lengths)

@@ -541,6 +541,16 @@ class ModernNet(nn.Module):
             return self.head(out)
         return self.head(last_valid_step(out, lengths))
 
+    carries_state = True  # ``carry`` continues a text from a state
+
+    def carry(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head at every step of ``x`` read on from ``state`` (None: zeros), and the state
+        after its last step, (layers, batch, state_width) (complex for LRU and S4D)."""
+        out, state = self.rnn(self.encoder(x), state)  # (batch, seq, hidden)
+        return self.head(out), state  # (batch, seq, output)
+
     def trace(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
         """The step-by-step replay (``rnnlab.nets.replay.Trace``): every state a graph node.
 

@@ -110,6 +110,21 @@ class RecurrentNet(nn.Module):
         out, _ = self.features(x, lengths)  # (batch, seq, dirs*hidden)
         return self.readout(out, lengths)
 
+    @property
+    def carries_state(self) -> bool:
+        """Whether ``carry`` can continue a text from a state: a unidirectional net only."""
+        return self.num_directions == 1
+
+    def carry(
+        self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """The head at every step of ``x`` read on from ``state`` (None: zeros), and the state
+        after its last step: h_n, or (h_n, c_n) for the LSTM, each (layers, batch, hidden)."""
+        if not self.carries_state:
+            raise ValueError("a bidirectional net reads ahead: it cannot carry its state on")
+        out, state = self.rnn(self.encoder(x), state)  # (batch, seq, hidden)
+        return self.head(out), state  # (batch, seq, output)
+
     def readout(self, out: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The head over the stack's outputs (batch, seq, dirs*hidden): every step or the last valid."""
         if self.output_mode == "sequence":

@@ -23,11 +23,31 @@ class Perplexity(MeanMetric):
         return torch.exp(super().compute())
 
 
+def _detach(state):
+    """A net's state (a tensor, or a tuple of them for the LSTM) cut from the graph."""
+    if isinstance(state, tuple):
+        return tuple(t.detach() for t in state)
+    return state.detach()
+
+
+def _to(state, device):
+    """A net's state on ``device``."""
+    if isinstance(state, tuple):
+        return tuple(t.to(device) for t in state)
+    return state.to(device)
+
+
 class LanguageModel(SequenceTask):
     """Predicts the next token at every step.
 
     Logs ``{stage}/loss`` (nats per character), ``{stage}/bpc`` (bits per character, the loss
     over ln 2), ``{stage}/ppl`` (perplexity, exp of the epoch's mean loss) and ``val/loss_best``.
+
+    A batch of streams (one with an ``offset``, from ``data.stateful=true``) is read on from the
+    state the previous batch of the same stage left (``net.carry``), cut from the graph so that
+    gradients flow back ``seq_len`` steps; a batch at offset 0 (a new epoch) or at an offset the
+    carried state does not end at starts from zeros. The training state travels in checkpoints
+    (every process's, under DDP), so a run resumed mid-epoch goes on exactly.
     """
 
     monitor = "val/loss"
@@ -39,6 +59,54 @@ class LanguageModel(SequenceTask):
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_bpc", MeanMetric())
             setattr(self, f"{stage}_ppl", Perplexity())
+        self.carried: dict[str, tuple[object, int]] = {}  # stage -> (state, offset it ends at)
+        self.reading: tuple[str, int] | None = None  # (stage, offset) of a batch of streams
+
+    def step(self, stage: str, batch: dict) -> torch.Tensor | None:
+        self.reading = (stage, batch["offset"]) if "offset" in batch else None
+        try:
+            return super().step(stage, batch)
+        finally:
+            self.reading = None
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.reading is None:
+            return self.net(x, lengths)
+        if not getattr(self.net, "carries_state", False):
+            raise RnnlabError(
+                f"data.stateful=true needs a net that carries its state on; "
+                f"{type(self.net).__name__} does not (a bidirectional net reads ahead)"
+            )
+        stage, offset = self.reading
+        state, end = self.carried.get(stage, (None, 0))
+        if offset == 0 or offset != end:  # a new epoch, or not where the state stopped
+            state = None
+        elif state is not None:
+            state = _to(state, x.device)
+        output, state = self.net.carry(x, state)  # (batch, seq, vocab)
+        self.carried[stage] = (_detach(state), offset + x.shape[1])
+        return output
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if "train" not in self.carried:
+            return
+        state, end = self.carried["train"]
+        mine = (_to(state, "cpu"), end)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+            ranks: list = [None] * trainer.world_size  # every process saves together
+            torch.distributed.all_gather_object(ranks, mine)
+        else:
+            ranks = [mine]
+        checkpoint["rnnlab_carried"] = ranks
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.carried = {}
+        ranks = checkpoint.get("rnnlab_carried") or []
+        trainer = self._trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if len(ranks) == world:
+            self.carried["train"] = ranks[rank]
 
     def loss_and_update(self, stage: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
         y = batch["y"]  # (batch, seq)
@@ -77,9 +145,9 @@ def sample_ids(
 ) -> list[int]:
     """Continue ``prompt`` (token ids) by ``length`` sampled ids; returns only the new ids.
 
-    A unidirectional fused recurrent net (``encoder``, ``rnn``, ``head``) carries its state from
-    step to step, as does a net whose ``rnn`` says it can (``carries_state``: the scan models);
-    any other net re-reads the whole text at every step.
+    A net that says it can (``carries_state``: every unidirectional rnnlab net) carries its
+    state from step to step with ``net.carry``, the call that reads streams in training; any
+    other net re-reads the whole text at every step.
     """
     if not prompt:
         raise ValueError("generation needs a prompt of at least one known character")
@@ -89,22 +157,14 @@ def sample_ids(
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     banned = list(banned)
     out: list[int] = []
-    rnn = getattr(net, "rnn", None)
-    stateful = (
-        (isinstance(rnn, nn.RNNBase) or getattr(rnn, "carries_state", False))
-        and not rnn.bidirectional
-        and rnn.batch_first
-        and hasattr(net, "encoder")
-        and hasattr(net, "head")
-    )
     try:
-        if stateful:
+        if getattr(net, "carries_state", False):
             ids = torch.tensor([prompt], device=device)  # (1, prompt)
-            hidden, state = rnn(net.encoder(ids))
+            logits, state = net.carry(ids)  # (1, prompt, vocab)
             for _ in range(length):
-                out.append(_next_id(net.head(hidden[0, -1]).cpu(), temperature, banned, g))
+                out.append(_next_id(logits[0, -1].cpu(), temperature, banned, g))
                 step = torch.tensor([[out[-1]]], device=device)  # (1, 1)
-                hidden, state = rnn(net.encoder(step), state)
+                logits, state = net.carry(step, state)
         else:
             ids = list(prompt)
             for _ in range(length):
