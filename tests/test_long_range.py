@@ -52,6 +52,29 @@ def test_a_run_stops_at_the_first_check_that_passes_and_records_steps_sequences_
     assert record["metrics"]["solve/steps"] == 5.0
 
 
+def test_the_solve_record_is_a_column_of_the_hparams_tab_with_its_value(cfg_factory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from rnnlab.review import event_dir
+    from rnnlab.train import train
+
+    tiny = [o for o in TINY if o != "logger=none"]
+    cfg = cfg_factory(
+        *tiny, "variant=gru", "problem=adding_100", "data.T=10", "callbacks.solve.mse_below=10.0"
+    )
+    train(cfg)
+    events = EventAccumulator(
+        str(event_dir(cfg.paths.output_dir)), size_guidance={"tensors": 0, "scalars": 0}
+    ).Reload()
+    content = events.summary_metadata["_hparams_/experiment"].plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    columns = [m.name.tag for m in experiment.metric_infos]
+    assert columns[-4:] == ["solve/solved", "solve/steps", "solve/sequences", "solve/seconds"]
+    assert [e.value for e in events.Scalars("solve/steps")] == [5.0]
+    assert [e.value for e in events.Scalars("solve/solved")] == [1.0]
+
+
 def test_a_run_that_does_not_solve_stops_at_its_budget_of_steps(cfg_factory):
     from rnnlab.train import train
 

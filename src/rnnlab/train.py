@@ -255,6 +255,7 @@ def build_trainer(
     if loggers:
         monitor = cfg.monitor.metric
         metric_names = [monitor, f"{monitor}_best", monitor.replace("val/", "test/", 1)]
+        metric_names += [m for c in trainer.callbacks for m in getattr(c, "hparams_metrics", ())]
         hparams = review.review_hparams(cfg, flat_hparams(cfg))
         log_hparams(loggers, hparams, metric_names, review.swept_keys(), review.run_place(cfg))
     return trainer, guard

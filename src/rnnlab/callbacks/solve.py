@@ -32,6 +32,9 @@ def solve_value(task_kind: str, output: torch.Tensor, y: torch.Tensor) -> float:
 class SolveCheck(L.Callback):
     """Stops a run when the held-out criterion is met, or at ``budget_steps``; records when."""
 
+    # columns of TensorBoard's HParams tab beside hparams/best and hparams/test (build_trainer)
+    hparams_metrics = ("solve/solved", "solve/steps", "solve/sequences", "solve/seconds")
+
     def __init__(
         self,
         budget_steps: int,
