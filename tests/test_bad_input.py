@@ -138,7 +138,12 @@ CASES = [
         "cannot write the output folder",
     ),
     ("seed-negative", ["seed=-1"], None, "seed must be an integer from 0 to 4294967295, got -1"),
-    ("nan-skip-limit", ["nan_skip_limit=0"], None, "nan_skip_limit must be a positive integer or null, got 0"),
+    (
+        "nan-skip-limit",
+        ["nan_skip_limit=0"],
+        None,
+        "nan_skip_limit must be a positive integer or null, got 0",
+    ),
     ("seed-too-big", ["seed=4294967296"], None, "seed must be an integer from 0 to 4294967295"),
     (
         "val-check-interval-0",

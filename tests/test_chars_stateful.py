@@ -289,3 +289,39 @@ def test_ddp_streams_run_like_one_process_and_save_each_process_state(tmp_path):
     carried = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")["rnnlab_carried"]
     assert len(carried) == 2 and carried[0][0][0].shape == (1, 4, 24)  # 4 of the 8 streams each
     assert not torch.equal(carried[0][0][0], carried[1][0][0])
+
+
+@pytest.mark.slow  # three DDP runs
+def test_a_ddp_run_stopped_mid_epoch_resumes_each_process_streams_exactly(tmp_path):
+    import json
+
+    from conftest import run_cli
+    from test_distributed import sigterm_rank_zero
+
+    # 20000 characters: about 100 batches an epoch in each process, so a SIGTERM sent when the
+    # first epoch's last.ckpt appears lands part-way through the second
+    args = [*RUN, f"data.path={letters(tmp_path, TEXT * 10)}", "model.hidden_size=64"]
+    args = [a for a in args if not a.startswith(("trainer.accelerator", "trainer.determ"))]
+    args = [*args, "trainer=ddp_cpu", "trainer.max_epochs=3"]
+    reference = tmp_path / "reference"
+    result = run_cli([*args, f"hydra.run.dir={reference}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    result, _, _ = sigterm_rank_zero(args, run)
+    assert result.returncode == 143, result.stderr[-3000:]
+    a = json.loads((reference / "metrics.json").read_text())
+    steps_per_epoch = a["global_step"] // 3
+    stopped = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert 0 < stopped["global_step"] % steps_per_epoch  # part-way through an epoch
+    (r0, end0), (r1, end1) = stopped["rnnlab_carried"]  # each process's state and position
+    assert end0 == end1 > 0 and not torch.equal(r0[0], r1[0])
+    result = run_cli([*args, f"hydra.run.dir={run}", "resume=true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    b = json.loads((run / "metrics.json").read_text())
+    assert a["global_step"] == b["global_step"]
+    keep = ("val/", "test/")
+    assert {k: v for k, v in a["metrics"].items() if k.startswith(keep)} == {
+        k: v for k, v in b["metrics"].items() if k.startswith(keep)
+    }
+    wa, wb = (weights(r / "checkpoints" / "last.ckpt") for r in (reference, run))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) == 0.0

@@ -59,6 +59,8 @@ def check_run(run: Path, kind: str, insight: bool) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
     log = (run / "train.log").read_text()
     assert log.count("Run directory:") == 1 and "GLOBAL_RANK: 1" not in log
+    # the epoch lines, whatever the screen showed, once (process zero)
+    assert log.count("Epoch 0/1  step ") == 1 and log.count("Epoch 1/1  step ") == 1, log
     tags = events(run).Tags()
     assert "lr-Adam" in tags["scalars"]  # the learning-rate monitor
     if kind == "names":

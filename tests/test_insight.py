@@ -315,13 +315,3 @@ def test_the_callbacks_write_images_histograms_and_text_to_tensorboard(cfg_facto
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["metrics"]["grad_flow/log10_ratio"] == pytest.approx(math.log10(ratio), abs=1e-5)
     assert "grad_flow/ratio_layer2" in record["metrics"]
-
-
-
-
-
-
-
-
-
-

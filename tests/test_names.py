@@ -202,6 +202,11 @@ def test_class_weights_come_from_the_training_counts(tmp_path):
     # 45 + 15 training names (75% of each): weight = total / (classes * count)
     assert dims.class_weights == pytest.approx((60 / (2 * 45), 60 / (2 * 15)), abs=1e-6)
     assert NamesDataModule(folder).dims.class_weights is None
+    # tempered: the same weights to the power balance_power
+    half = NamesDataModule(folder, balance="weights", balance_power=0.5).dims.class_weights
+    assert half == pytest.approx(((60 / 90) ** 0.5, (60 / 30) ** 0.5), abs=1e-6)
+    with pytest.raises(ValueError, match=r"data.balance_power must be in \(0, 1\], got 0"):
+        NamesDataModule(folder, balance="weights", balance_power=0)
 
 
 def test_balanced_sampler_draws_each_language_equally_and_buckets_cut_padding(tmp_path):
@@ -217,6 +222,12 @@ def test_balanced_sampler_draws_each_language_equally_and_buckets_cut_padding(tm
     ys = torch.cat([b["y"] for _ in range(5) for b in dm.train_dataloader()])
     share = ys.float().mean().item()
     assert 0.4 < share < 0.6  # about half Small, though it is 9% of the names
+    # balance_power 0.5: draws in proportion to sqrt(count), so Small is sqrt(30/300) of Big
+    dm = NamesDataModule(folder, balance="sampler", balance_power=0.5, batch_size=32, seed=0)
+    dm.setup()
+    ys = torch.cat([b["y"] for _ in range(5) for b in dm.train_dataloader()])
+    expected = 1 / (1 + (300 / 30) ** 0.5)  # 0.24
+    assert abs(ys.float().mean().item() - expected) < 0.05
 
     lengths = dm.splits["train"].tensors["lengths"]
 

@@ -142,9 +142,3 @@ def test_eval_on_a_folder_with_an_unknown_language_names_it(names_run, tmp_path)
     (folder / "Klingon.txt").write_text("Worf\n")
     with pytest.raises(RnnlabError, match="Klingon.txt is a language the model does not know"):
         evaluate(names_run["ckpt"], [f"data.data_dir={folder}"])
-
-
-
-
-
-

@@ -11,6 +11,7 @@ import torch
 
 from rnnlab.callbacks.progress import (
     EpochLines,
+    EpochLog,
     ThrottledRichProgressBar,
     progress_bar,
     shown_metrics,
@@ -116,6 +117,34 @@ def test_off_a_terminal_each_epoch_is_one_plain_line_with_its_losses():
             r"best: 0\.0625  \d+\.\d s",
             line,
         ), line
+
+
+def test_the_epoch_lines_reach_the_log_files_and_not_the_console(tmp_path):
+    import logging
+
+    root = logging.getLogger()
+    to_file = logging.FileHandler(tmp_path / "train.log")
+    to_file.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+    console = io.StringIO()
+    to_console = logging.StreamHandler(console)
+    root.addHandler(to_file)
+    root.addHandler(to_console)
+    try:
+        data = torch.utils.data.DataLoader(torch.randn(6, 2), batch_size=2)
+        bare_trainer(EpochLog(monitor="val/mse"), epochs=2).fit(LoggingTiny(), data, data)
+    finally:
+        root.removeHandler(to_file)
+        root.removeHandler(to_console)
+        to_file.close()
+    lines = [line for line in (tmp_path / "train.log").read_text().splitlines() if "Epoch" in line]
+    assert len(lines) == 2, lines
+    for epoch, line in enumerate(lines):
+        assert re.fullmatch(
+            rf"\[rnnlab\]\[INFO\] - Epoch {epoch}/1  step {3 * (epoch + 1)}  loss: 0\.25  "
+            r"val/mse: 0\.125  best: 0\.0625  \d+\.\d s",
+            line,
+        ), line
+    assert "Epoch" not in console.getvalue() and "GPU available" in console.getvalue()
 
 
 def test_progress_bar_picks_the_rich_bar_only_for_a_terminal(monkeypatch):

@@ -117,7 +117,9 @@ class Skip:
     reason: str
 
 
-NO_GPU = "needs CUDA GPUs (trainer=ddp runs NCCL, one process per GPU); CPU DDP runs as trainer=ddp_cpu"
+NO_GPU = (
+    "needs CUDA GPUs (trainer=ddp runs NCCL, one process per GPU); CPU DDP runs as trainer=ddp_cpu"
+)
 NO_NODES = "needs two machines that reach each other (MASTER_ADDR=node0)"
 NO_SLURM = "needs a SLURM cluster to submit to (sbatch)"
 NO_NETWORK = "downloads from the internet, which this machine can not reach"
@@ -212,7 +214,8 @@ RUNS: dict[str, Run] = {
     "python train.py -m model=rnn,lstm,gru model.hidden_size=64,128": Run(slow=True),  # 6 jobs
     GRID_SEEDS: Run(),
     "python scripts/summarize_sweep.py outputs/multirun/<date>/<time>": Run(
-        limits=[], fill={"outputs/multirun/<date>/<time>": (GRID_SEEDS, "{run}")},
+        limits=[],
+        fill={"outputs/multirun/<date>/<time>": (GRID_SEEDS, "{run}")},
         output="Mean and std over seeds",
     ),
     ADDING_OPTUNA: Run(limits=[*EPOCH, *TWO_TRIALS], group="adding_optuna"),
@@ -235,10 +238,13 @@ RUNS: dict[str, Run] = {
     NAMES: Run(needs_data=True),
     "python train.py experiment=names_char_rnn": Run(needs_data=True),
     "python train.py experiment=names data.balance=weights": Run(
-        needs_data=True, slow=True  # experiment=names itself runs by default
+        needs_data=True,
+        slow=True,  # experiment=names itself runs by default
     ),
     "OMP_NUM_THREADS=1 python scripts/bench/names.py --seeds 1,2,3": Run(
-        needs_data=True, output="mean ± std", slow=True  # three runs of one short epoch
+        needs_data=True,
+        output="mean ± std",
+        slow=True,  # three runs of one short epoch
     ),
     "python train.py experiment=names trainer.val_check_interval=20 trainer.min_epochs=null callbacks.early_stopping.stopping_threshold=0.6": Run(
         limits=[*EPOCH, "++trainer.limit_train_batches=20"], needs_data=True
@@ -248,7 +254,8 @@ RUNS: dict[str, Run] = {
         files={"my_book.txt": "text"}
     ),
     "python train.py experiment=shakespeare data.stateful=true": Run(
-        needs_data=True, slow=True  # tests/test_chars_stateful.py covers the streams by default
+        needs_data=True,
+        slow=True,  # tests/test_chars_stateful.py covers the streams by default
     ),
     "python scripts/bench/chars.py --minutes 30 --out outputs/bench_chars": Run(
         limits=["--tiny", "--minutes", "0.5"], needs_data=True, slow=True, output="stateful"
@@ -263,12 +270,16 @@ RUNS: dict[str, Run] = {
         needs_data=True,
         output="Dovesky\t",
     ),
-    "python scripts/predict.py ckpt_path=<lm>.ckpt prompt=\"ROMEO:\" length=300 temperature=0.8": Run(
-        limits=[], fill={"<lm>": (SHAKESPEARE, "{run}/checkpoints/best")}, needs_data=True,
+    'python scripts/predict.py ckpt_path=<lm>.ckpt prompt="ROMEO:" length=300 temperature=0.8': Run(
+        limits=[],
+        fill={"<lm>": (SHAKESPEARE, "{run}/checkpoints/best")},
+        needs_data=True,
         output="ROMEO:",
     ),
     "python scripts/eval.py ckpt_path=...": Run(
-        limits=[], fill={"ckpt_path=...": (NAMES, "ckpt_path=" + BEST)}, needs_data=True,
+        limits=[],
+        fill={"ckpt_path=...": (NAMES, "ckpt_path=" + BEST)},
+        needs_data=True,
         output="test/acc",
     ),
     "python scripts/eval.py ckpt_path=... data.data_dir=other/names": Run(
@@ -335,7 +346,9 @@ class Result:
 
 
 def quote(arg: str) -> str:
-    return arg if re.fullmatch(r"[\w@%+=:,./\[\]-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
+    return (
+        arg if re.fullmatch(r"[\w@%+=:,./\[\]-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
+    )
 
 
 class Runner:
@@ -372,7 +385,9 @@ class Runner:
         text = command
         for placeholder, (source, path) in spec.fill.items():
             made = self.result(source)
-            assert made.returncode == 0 and made.run_dir, f"{source!r} failed: {made.output[-2000:]}"
+            assert made.returncode == 0 and made.run_dir, (
+                f"{source!r} failed: {made.output[-2000:]}"
+            )
             text = text.replace(placeholder, path.format(run=made.run_dir))
         for dep in dependencies(command):
             self.result(dep)
@@ -386,7 +401,9 @@ class Runner:
         argv = " ".join([text, *map(quote, extra)])
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])
+        )
         env.setdefault("OMP_NUM_THREADS", "1")  # two commands at a time on a small machine
         for key in ("HYDRA_FULL_ERROR", "COLUMNS"):
             env.pop(key, None)
@@ -451,7 +468,9 @@ def test_every_readme_command_is_run_or_listed():
         f"CANNOT_RUN_HERE with a reason: {unknown}"
     )
     stale = [c for c in [*RUNS, *CANNOT_RUN_HERE] if c not in commands]
-    assert not stale, f"commands tests/test_readme.py knows that the README no longer prints: {stale}"
+    assert not stale, (
+        f"commands tests/test_readme.py knows that the README no longer prints: {stale}"
+    )
     for command in RUNS:
         for source in dependencies(command):
             assert not RUNS[source].slow, f"{command!r} depends on the slow {source!r}"

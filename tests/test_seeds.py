@@ -281,28 +281,6 @@ def test_seed004_rnn_cell_loop_on_the_printed_dataset_equals_nn_rnn():
     assert out3.shape == torch.Size([1, 3, 2]) and hidden3.shape == torch.Size([1, 1, 2])
 
 
-# ------------------------------------------------------------------ cell stacks = fused layers
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ------------------------------------------------------------------ the cell models in the pipeline
-
-
-
-
 # ------------------------------------------------------------------ the seeds script
 
 

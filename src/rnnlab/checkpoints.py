@@ -1,19 +1,24 @@
 """Checkpoint files: atomic writes, safe loading, whether a checkpoint fits a run, what to resume.
 
 Every checkpoint is written to a temporary file in its folder and renamed into place, so a kill
-during a write leaves the previous one intact; every load is ``weights_only``, so a checkpoint can
+during a write leaves the previous one intact (the trainer's writes go to disk on a thread of their
+own, see ``AtomicCheckpointIO``); every load is ``weights_only``, so a checkpoint can
 not run code; a checkpoint of another model or data shape is refused with the keys that differ.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -24,14 +29,19 @@ from rnnlab.errors import DiskFull, RnnlabError, no_space
 log = logging.getLogger("rnnlab")
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a same-folder temporary file and ``os.replace``."""
+def _atomic_write(path: Path, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
+    """Write ``path`` through a same-folder temporary file: ``write(f)``, flush, fsync, rename.
+
+    The temporary file is ``.<name>.<random>.tmp`` (what a killed write leaves; see
+    ``remove_stale_temporaries``), removed when anything fails, so the previous file stays.
+    ``mode`` defaults to ``0o666`` less the umask.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
+        os.chmod(tmp, _file_mode() if mode is None else mode)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,7 +50,17 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
-def atomic_link(source: Path, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a same-folder temporary file and ``os.replace``."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_bytes(data: bytes | memoryview, path: Path, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a same-folder temporary file and ``os.replace``."""
+    _atomic_write(path, lambda f: f.write(data), mode)
+
+
+def atomic_link(source: Path, path: Path, mode: int | None = None) -> None:
     """Make ``path`` a second name of the finished file ``source``, atomically (``os.replace``);
     where the file system has no hard links, a copy, flushed to disk, goes in its place."""
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"  # what a killed run leaves
@@ -52,14 +72,21 @@ def atomic_link(source: Path, path: Path) -> None:
                 shutil.copyfileobj(src, dst, 1 << 20)
                 dst.flush()
                 os.fsync(dst.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, _file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _file_mode() -> int:
+    """``0o666`` less the umask: the permissions of a file made the usual way."""
+    return 0o666 & ~_umask()
+
+
 def _umask() -> int:
+    # os.umask sets the mask to read it, for the whole process: call it from one thread only
+    # (AtomicCheckpointIO works the mode out on the training thread, not on its writer)
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -85,6 +112,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A kill during a write leaves the previous file intact. Loading defaults to ``weights_only``, so
     a checkpoint can not run code.
 
+    With ``background=True`` (the default) a checkpoint is serialised on the calling thread, a
+    snapshot that training may change right after, and one writer thread writes, flushes and
+    renames it while training goes on. A new write first waits for the one before it, so at most
+    one serialised copy waits in memory. Links and removals go through the same thread, in order,
+    after the writes they follow; once one of these fails, the rest queued behind it is dropped.
+    A failure is raised by the next save, ``wait()``, ``load_checkpoint`` or ``teardown()`` (at the
+    end of every fit and test), as ``DiskFull`` for want of space. ``background=False`` writes on
+    the calling thread, ``torch.save`` straight into the file (no copy in memory, for checkpoints
+    too large to hold twice).
+
     Between ``hold(last)`` and the save of ``last`` (``LastCheckpoint`` calls it around the
     validation at an epoch's end, when no optimizer step comes between), other checkpoints are
     held instead of written; when ``last`` is written, each held path becomes a hard link to it,
@@ -92,10 +129,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     the same epoch cost one write. ``release()`` writes whatever is still held.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, background: bool = True) -> None:
         super().__init__()
+        self.background = background
         self._last: Path | None = None
         self._held: dict[Path, dict[str, Any]] = {}
+        self._writer: ThreadPoolExecutor | None = None  # made at the first write, shut in teardown
+        self._queued: Future | None = None  # the newest task given to the writer
+        self._error: BaseException | None = None  # the writer's failure, not raised yet
+        # the files' permissions, read here on the training thread: reading the umask sets it for
+        # a moment, which must not happen while the writer thread makes a folder
+        self._mode = _file_mode()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy (pickled for spawned processes) gets a writer of its own when it writes
+        return {**self.__dict__, "_writer": None, "_queued": None, "_error": None}
 
     def hold(self, last: str | Path) -> None:
         """Hold other checkpoints until ``last`` is saved (at the same training step)."""
@@ -110,6 +158,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def discard(self) -> None:
         """Stop holding and write nothing held (after a failed write: the older files stay)."""
         self._held, self._last = {}, None
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Block until every queued write, link and removal is on disk; then raise the first that
+        failed (``DiskFull`` for want of space), or with ``raise_error=False`` log it instead."""
+        if self._queued is not None:
+            self._queued.result()  # the writer runs its tasks in order: the newest ends last
+            self._queued = None
+        error, self._error = self._error, None
+        if error is not None:
+            if raise_error:
+                raise error
+            log.error("A checkpoint could not be written: %s", error)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
@@ -132,12 +192,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def remove_checkpoint(self, path: str | Path) -> None:
         self._held.pop(Path(path), None)
-        super().remove_checkpoint(path)
+        if self.background:  # after the writes queued before it
+            self._queue(super().remove_checkpoint, path, path=Path(path))
+        else:
+            super().remove_checkpoint(path)
 
     def teardown(self) -> None:
-        self.release()
+        # Lightning tears down inside its ``except`` when a fit or test fails: that error goes on,
+        # and a failed write is logged rather than raised on top of it (the queue is written first)
+        failing = sys.exc_info()[1] is not None
+        try:
+            if failing:
+                self.wait(raise_error=False)
+            self.release()
+            self.wait(raise_error=not failing)
+        finally:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.shutdown(wait=True)
 
     def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
+        if self.background:
+            self.wait()  # one write at a time (one serialised copy in memory); its failure first
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)  # a snapshot: training changes the tensors next
+            self._queue(atomic_write_bytes, buffer.getbuffer(), path, self._mode, path=path)
+            return
         try:
             atomic_torch_save(checkpoint, path)
         except Exception as e:
@@ -146,6 +226,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
     def _link(self, source: Path, path: Path) -> None:
+        if self.background:
+            self._queue(atomic_link, source, path, self._mode, path=path)
+            return
         try:
             atomic_link(source, path)
         except Exception as e:
@@ -153,9 +236,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise DiskFull(path) from e
             raise
 
+    def _queue(self, task: Callable[..., Any], *args: Any, path: Path) -> None:
+        """Give ``task(*args)`` to the writer thread, after what is queued already."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-io")
+        self._queued = self._writer.submit(self._run, task, args, path)
+
+    def _run(self, task: Callable[..., Any], args: tuple, path: Path) -> None:
+        """On the writer thread: ``task(*args)``, kept as ``_error`` if it fails. After a failure
+        the queue is skipped until ``wait()`` raises it: what follows depends on what failed
+        (best.ckpt's link on last.ckpt's write, a removal of an older best on the new one)."""
+        if self._error is not None:
+            return
+        try:
+            task(*args)
+        except BaseException as e:  # noqa: BLE001 - kept, and raised on the training thread
+            if no_space(e):  # the temporary file is gone; the previous checkpoint untouched
+                full = DiskFull(path)
+                full.__cause__ = e
+                e = full
+            self._error = e
+
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
+        self.wait()  # a checkpoint still queued is read whole, or its failure raised
         map_location = map_location or (lambda storage, loc: storage)
         weights_only = True if weights_only is None else weights_only
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)

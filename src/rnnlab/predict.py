@@ -84,8 +84,6 @@ def classify(
     return out
 
 
-
-
 def generate(
     ckpt_path: str | Path | tuple,
     prompt: str = "\n",

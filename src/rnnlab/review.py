@@ -263,8 +263,6 @@ def review_hparams(cfg: DictConfig, flat: dict[str, Any]) -> dict[str, Any]:
     return {**{g: picked[g] for g in GROUPS if g in picked}, **flat}
 
 
-
-
 def continue_event_files(loggers: list, step: int | None) -> None:
     """On resume, hide TensorBoard points at or after ``step`` that a killed run had logged."""
     from lightning.pytorch.loggers import TensorBoardLogger

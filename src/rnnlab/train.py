@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rnnlab import distributed, review
 from rnnlab.callbacks.checkpoint import ConfigInCheckpoint
 from rnnlab.callbacks.comparison import ComparisonScalars
+from rnnlab.callbacks.progress import EpochLog
 from rnnlab.callbacks.pruning import trial_callbacks
 from rnnlab.callbacks.run_guard import STOPS, RunGuard, stopped
 from rnnlab.checkpoints import AtomicCheckpointIO, check_resume, resolve_ckpt_path
@@ -238,13 +239,16 @@ def build_trainer(
         cfg.seed, Path(cfg.paths.output_dir) / "checkpoints", cfg.get("nan_skip_limit")
     )
     callbacks += [ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)), guard]
+    callbacks.append(EpochLog(cfg.monitor.metric))  # the epoch lines in train.log, too
     callbacks += [*trial_callbacks(cfg), *extra_callbacks]  # an Optuna trial may be pruned
     try:
         trainer: L.Trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,
             logger=loggers or False,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[
+                AtomicCheckpointIO(cfg.get("checkpoint_writes", "background") == "background")
+            ],
         )
     except InstantiationException as e:
         raise RnnlabError(f"invalid trainer config: {e.__cause__ or e}") from e

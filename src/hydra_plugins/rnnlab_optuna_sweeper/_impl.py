@@ -84,6 +84,7 @@ def pruner_settings(spec: dict[str, Any]) -> dict[str, Any]:
         log.info("%s takes no %s: left out", spec["_target_"].rsplit(".", 1)[-1], ", ".join(unused))
     return {k: v for k, v in spec.items() if k not in unused}
 
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 WORKER_ENV = "RNNLAB_SWEEP_WORKERS_SINCE"  # set for the worker processes of a parallel sweep
 DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}

@@ -69,16 +69,32 @@ class LastCheckpoint(Checkpoint):
         finally:
             self._release(trainer)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the last epoch's write, on its way on the writer thread (AtomicCheckpointIO), is on
+        # disk when fit returns; a failure is raised here, in the fit, where it becomes the
+        # run's one sentence
+        io = self._checkpoint_io(trainer)
+        if io is not None:
+            io.wait()
+
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         io = self._checkpoint_io(trainer)
         if io is None:
             return
+        # the run already fails with ``exception``: what is queued is written (a stop by a
+        # signal says "resume with" last.ckpt), a failed write is logged, not raised on top
+        io.wait(raise_error=False)
         if isinstance(exception, DiskFull):
             io.discard()  # the older files stay as they are; the run stops with one sentence
         self._release(trainer)
+        io.wait(raise_error=False)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        self._release(trainer)
+        # Lightning's own teardown of the checkpoint IO came before this hook: once more, it
+        # writes what is still held, waits for it and shuts the writer thread down
+        io = self._checkpoint_io(trainer)
+        if io is not None and trainer.is_global_zero:
+            io.teardown()
 
     def _release(self, trainer: L.Trainer) -> None:
         io = self._checkpoint_io(trainer)

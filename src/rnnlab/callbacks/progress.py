@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
 from typing import Any
 
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import (
     BatchesProcessedColumn,
     CustomBarColumn,
@@ -147,34 +148,15 @@ class ThrottledRichProgressBar(RichProgressBar):
             super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
 
-class EpochLines(ProgressBar):
-    """One plain line at the end of each epoch (and at each validation inside one).
+class _EpochEnds:
+    """One line at the end of each epoch (and at each validation inside one), handed to
+    ``_emit``: ``Epoch 3/10  step 384  loss: 0.1234  val/acc: 0.8123  best: 0.8200  4.1 s``."""
 
-    ``Epoch 3/10  step 384  loss: 0.1234  val/acc: 0.8123  best: 0.8200  4.1 s``: what a log
-    file, a pipe or a job's output keeps. Nothing is printed per batch, so it costs nothing.
-    """
-
-    def __init__(self, monitor: str | None = None, file: Any = None) -> None:
+    def __init__(self, monitor: str | None = None) -> None:
         super().__init__()
         self.monitor = monitor
-        self.file = file
-        self._enabled = True
         self._epoch_start = time.monotonic()
         self._pending: tuple[int, int, float] | None = None
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled
-
-    @property
-    def is_disabled(self) -> bool:
-        return not self._enabled
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._flush(trainer)
@@ -190,7 +172,7 @@ class EpochLines(ProgressBar):
             or loop.batch_progress.is_last_batch
         ):
             return
-        self._print(trainer, trainer.current_epoch, trainer.global_step, self._elapsed())
+        self._line(trainer, trainer.current_epoch, trainer.global_step, self._elapsed())
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Lightning calls this before the module's own epoch-end hook logs the epoch's training
@@ -208,15 +190,64 @@ class EpochLines(ProgressBar):
 
     def _flush(self, trainer) -> None:
         if self._pending is not None:
-            self._print(trainer, *self._pending)
+            self._line(trainer, *self._pending)
             self._pending = None
 
-    def _print(self, trainer, epoch: int, step: int, seconds: float) -> None:
-        if self.is_disabled:
-            return
+    def _line(self, trainer, epoch: int, step: int, seconds: float) -> None:
         epochs = f"/{trainer.max_epochs - 1}" if trainer.max_epochs not in (None, -1) else ""
         parts = [f"Epoch {epoch}{epochs}", f"step {step}"]
         shown = shown_metrics(dict(trainer.callback_metrics), self.monitor)
         parts += [f"{name}: {_number(value)}" for name, value in shown.items()]
         parts.append(f"{seconds:.1f} s")
-        print("  ".join(parts), file=self.file or sys.stdout, flush=True)
+        self._emit(trainer, "  ".join(parts))
+
+    def _emit(self, trainer, line: str) -> None:
+        raise NotImplementedError
+
+
+class EpochLines(_EpochEnds, ProgressBar):
+    """The progress output of a pipe, a file or a job's log: one plain line an epoch (see
+    ``_EpochEnds``) on stdout. Nothing is printed per batch, so it costs nothing."""
+
+    def __init__(self, monitor: str | None = None, file: Any = None) -> None:
+        super().__init__(monitor)
+        self.file = file
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self._enabled
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def _emit(self, trainer, line: str) -> None:
+        if self.is_enabled:
+            print(line, file=self.file or sys.stdout, flush=True)
+
+
+class EpochLog(_EpochEnds, Callback):
+    """The same epoch lines in the run's log files (``train.log``), whatever the screen shows (a
+    live bar on a terminal, lines in a pipe, nothing with the bar off); from process zero only.
+
+    They go to the file handlers of the root logger (Hydra's ``train.log``), not to the console,
+    where the progress output already is.
+    """
+
+    def _emit(self, trainer, line: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        if not handlers:
+            return
+        record = logging.LogRecord("rnnlab", logging.INFO, __file__, 0, line, None, None)
+        for handler in handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)

@@ -175,6 +175,7 @@ class NamesDataModule(RnnlabDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.15,
         balance: str = "none",
+        balance_power: float = 1.0,
         bucket: bool = True,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -200,6 +201,13 @@ class NamesDataModule(RnnlabDataModule):
             )
         self.data_dir = str(data_dir)
         self.accents, self.ambiguous, self.balance = accents, ambiguous, balance
+        if (
+            isinstance(balance_power, bool)
+            or not isinstance(balance_power, (int, float))
+            or not 0 < balance_power <= 1
+        ):
+            raise ValueError(f"data.balance_power must be in (0, 1], got {balance_power!r}")
+        self.balance_power = float(balance_power)
         self.duplicates, self.split = duplicates, split
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.bucket = bool(bucket)
@@ -273,7 +281,10 @@ class NamesDataModule(RnnlabDataModule):
             counts = torch.bincount(
                 torch.tensor([c for _, c in splits["train"]]), minlength=len(self.class_names)
             ).float()
-            weights = torch.where(counts > 0, counts.sum() / (len(counts) * counts), 0.0)
+            # total / (classes * count), tempered by balance_power (1: every language weighs alike)
+            weights = torch.where(
+                counts > 0, (counts.sum() / (len(counts) * counts)) ** self.balance_power, 0.0
+            )
             self.class_weights = [round(float(w), 6) for w in weights]
         return splits
 
@@ -357,7 +368,9 @@ class NamesDataModule(RnnlabDataModule):
         if self.balance == "sampler":
             y = train.tensors["y"]
             counts = torch.bincount(y, minlength=len(self.class_names)).float()
-            weights = 1.0 / counts[y]  # every language drawn equally often
+            # balance_power 1: every language drawn equally often; below 1, between that and
+            # the languages' own shares
+            weights = counts[y] ** -self.balance_power
         sampler = LengthBuckets(
             train.tensors["lengths"], self.batch_size, self.seed, weights, bucket=self.bucket
         )
