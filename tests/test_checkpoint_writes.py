@@ -354,3 +354,35 @@ def test_foreground_writes_go_on_the_training_thread_and_a_bad_choice_is_refused
         RnnlabError, match="checkpoint_writes must be background or foreground, got .later."
     ):
         check_values(cfg)
+
+
+def test_a_stop_after_a_failed_write_saves_its_own_checkpoint_and_says_so(tmp_path, monkeypatch):
+    import signal
+
+    from rnnlab.errors import RunStopped
+
+    write = checkpoints.atomic_write_bytes
+    calls: list[str] = []
+
+    def first_fails(data, path, mode=None):
+        calls.append(path.name)
+        if len(calls) == 1:  # the first epoch's last.ckpt: no room
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(data, path, mode)
+
+    monkeypatch.setattr(checkpoints, "atomic_write_bytes", first_fails)
+
+    class Sigterm(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 5:  # one batch into the second epoch
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(RunStopped) as stop:
+        train(make_cfg([*RUN, "trainer.max_epochs=3"], tmp_path), extra_callbacks=[Sigterm()])
+    # the earlier failure is logged, not raised over the stop; the stop's own save is on disk
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    step = load_checkpoint(last)["global_step"]
+    assert 4 < step < 8  # in the second epoch, after the failed write of the first's end
+    assert f"at step {step} " in str(stop.value)
+    assert f"saved {last}" in str(stop.value) and "resume with" in str(stop.value)
+    assert calls == ["last.ckpt", "last.ckpt"] and not writer_threads()

@@ -149,11 +149,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Hold other checkpoints until ``last`` is saved (at the same training step)."""
         self._last = Path(last)
 
-    def release(self) -> None:
-        """Stop holding; write every checkpoint still held, each on its own."""
+    def release(self, raise_error: bool = True) -> None:
+        """Stop holding; write every checkpoint still held, each on its own. With
+        ``raise_error=False`` (a run already failing) a failed write is logged, not raised."""
         held, self._held, self._last = self._held, {}, None
         for path, checkpoint in held.items():
-            self._write(checkpoint, path)
+            try:
+                self._write(checkpoint, path, raise_error)
+            except Exception as e:
+                if raise_error:
+                    raise
+                log.error("A checkpoint could not be written: %s", e)
 
     def discard(self) -> None:
         """Stop holding and write nothing held (after a failed write: the older files stay)."""
@@ -204,16 +210,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             if failing:
                 self.wait(raise_error=False)
-            self.release()
+            self.release(raise_error=not failing)
             self.wait(raise_error=not failing)
         finally:
             writer, self._writer = self._writer, None
             if writer is not None:
                 writer.shutdown(wait=True)
 
-    def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
+    def _write(self, checkpoint: dict[str, Any], path: Path, raise_error: bool = True) -> None:
         if self.background:
-            self.wait()  # one write at a time (one serialised copy in memory); its failure first
+            # one write at a time (one serialised copy in memory); the one before's failure first
+            self.wait(raise_error)
             buffer = io.BytesIO()
             torch.save(checkpoint, buffer)  # a snapshot: training changes the tensors next
             self._queue(atomic_write_bytes, buffer.getbuffer(), path, self._mode, path=path)

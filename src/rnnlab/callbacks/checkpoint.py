@@ -86,7 +86,8 @@ class LastCheckpoint(Checkpoint):
         io.wait(raise_error=False)
         if isinstance(exception, DiskFull):
             io.discard()  # the older files stay as they are; the run stops with one sentence
-        self._release(trainer)
+        if trainer.is_global_zero:
+            io.release(raise_error=False)
         io.wait(raise_error=False)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:

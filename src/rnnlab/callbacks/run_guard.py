@@ -6,6 +6,7 @@ one sentence (why, at which step, what was saved, the command that resumes) and 
 
 from __future__ import annotations
 
+import logging
 import random
 import signal
 import sys
@@ -19,10 +20,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rnnlab.callbacks.checkpoint import LastCheckpoint
-from rnnlab.checkpoints import remove_stale_temporaries
+from rnnlab.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
 from rnnlab.config_checks import integer, require
 from rnnlab.data.resumable import epoch_seed
 from rnnlab.errors import EXIT_CODES, NonFiniteLoss, RnnlabError, RunStopped, SkippedTooMany
+
+log = logging.getLogger("rnnlab")
 
 
 def _rng_state() -> dict[str, Any]:
@@ -195,13 +198,27 @@ class RunGuard(L.Callback):
         self._restore_signals()
         if isinstance(exception, SIGTERMException):
             self.stop_signal = self.stop_signal or "SIGTERM"
-            for callback in trainer.callbacks:
-                if isinstance(callback, LastCheckpoint):
-                    callback.save(trainer)  # a no-op where the epoch's end just wrote it
-                    self.saved_path = Path(callback.last_model_path)
-                    return
-            self.saved_path = self.checkpoint_dir / "last.ckpt"
-            trainer.save_checkpoint(self.saved_path, weights_only=False)
+            io = getattr(trainer.strategy, "checkpoint_io", None)
+            io = io if isinstance(io, AtomicCheckpointIO) else None
+            if io is not None:
+                io.wait(raise_error=False)  # an earlier write's failure: logged, not raised here
+            try:
+                self.saved_path = self._save_for_resume(trainer)
+                if io is not None:
+                    io.wait()  # on disk before the stop message names it
+            except Exception as e:  # the stop goes on; name only a checkpoint that is on disk
+                log.error("The checkpoint of the stop could not be written: %s", e)
+                last = last_good_checkpoint(trainer)
+                self.saved_path = Path(last) if last else None
+
+    def _save_for_resume(self, trainer: L.Trainer) -> Path:
+        for callback in trainer.callbacks:
+            if isinstance(callback, LastCheckpoint):
+                callback.save(trainer)  # a no-op where the epoch's end just wrote it
+                return Path(callback.last_model_path)
+        path = self.checkpoint_dir / "last.ckpt"
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
 
 
 def stop_message(
