@@ -208,6 +208,17 @@ def test_class_weights_come_from_the_training_counts(tmp_path):
     with pytest.raises(ValueError, match=r"data.balance_power must be in \(0, 1\], got 0"):
         NamesDataModule(folder, balance="weights", balance_power=0)
 
+    from conftest import make_cfg
+
+    from rnnlab.config_checks import check_values
+    from rnnlab.errors import RnnlabError
+
+    cfg = make_cfg(["data=names", f"data.data_dir={folder}", "data.balance_power=0.3"], tmp_path)
+    with pytest.raises(RnnlabError, match="data.balance_power=0.3 tempers data.balance=weights"):
+        check_values(cfg)
+    cfg.data.balance = "weights"
+    check_values(cfg)  # together they are fine
+
 
 def test_balanced_sampler_draws_each_language_equally_and_buckets_cut_padding(tmp_path):
     folder = write(

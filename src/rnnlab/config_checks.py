@@ -309,6 +309,12 @@ def _check_together(cfg: DictConfig) -> None:
             "invalid model config: data.stateful=true carries the state forward, which a "
             "bidirectional net (model.bidirectional=true) can not do: set one of them to false"
         )
+    power = _select(cfg, "data.balance_power")
+    if _is_number(power) and power != 1 and _select(cfg, "data.balance") == "none":
+        raise RnnlabError(
+            f"invalid data config: data.balance_power={power} tempers data.balance=weights or "
+            "sampler, and data.balance is none: set data.balance too"
+        )
     fractions = [_select(cfg, f"data.{k}") for k in ("val_fraction", "test_fraction")]
     if all(_is_number(f) for f in fractions) and sum(fractions) >= 1:
         raise RnnlabError(
