@@ -293,6 +293,42 @@ def test_a_gru_tells_two_made_up_languages_apart(cfg_factory, tmp_path):
     assert len(text.splitlines()) == 2 + 8
 
 
+def test_the_headline_breakdown_scores_seen_and_unseen_test_names_apart(cfg_factory, tmp_path):
+    from collections import Counter
+
+    from bench.names import seen_and_unseen
+
+    folder = write_toy_names(tmp_path / "toy", per_language=60)
+    kalomir = (folder / "Kalomir.txt").read_text().split()
+    # repeated names (seen in training from the test split) and names under both languages,
+    # three times as often under Tundish: their Kalomir test lines are practically out of reach
+    with open(folder / "Kalomir.txt", "a") as f:
+        f.write("\n".join(kalomir[:20]) + "\n")
+    with open(folder / "Tundish.txt", "a") as f:
+        f.write("\n".join(kalomir[20:40] * 3) + "\n")
+    cfg = cfg_factory(*TOY, f"data.data_dir={folder}", "trainer.max_epochs=2", "logger=none")
+    metrics = train(cfg)
+    got = seen_and_unseen(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert got["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    share = got["seen share"]
+    assert 0 < share < 1
+    assert share * got["acc seen"] + (1 - share) * got["acc unseen"] == pytest.approx(
+        got["accuracy"], abs=1e-6
+    )
+
+    dm = NamesDataModule(str(folder), val_fraction=0.05, seed=cfg.seed)
+    dm.setup()
+    trained = {}
+    for name, c in zip(dm.texts["train"], dm.splits["train"].tensors["y"].tolist(), strict=True):
+        trained.setdefault(name, Counter())[c] += 1
+    test = list(zip(dm.texts["test"], dm.splits["test"].tensors["y"].tolist(), strict=True))
+    assert share == sum(name in trained for name, _ in test) / len(test)
+    tundish = dm.class_names.index("Tundish")
+    other = [n for n, c in test if n in trained and trained[n][c] < max(trained[n].values())]
+    assert got["seen, other language"] == len(other) >= 1
+    assert all(trained[n].most_common(1)[0][0] == tundish for n in other)
+
+
 def test_the_tutorial_cell_runs_batched_on_names(cfg_factory, tmp_path):
     folder = write_toy_names(tmp_path / "toy", per_language=40)
     cfg = cfg_factory("experiment=names_char_rnn", f"data.data_dir={folder}", "debug=fast", *QUIET)
@@ -362,10 +398,14 @@ def test_the_headline_script_prints_each_seed_and_the_mean(tmp_path, monkeypatch
     from bench.names import main
 
     monkeypatch.setenv("RNNLAB_NAMES_DIR", str(write_toy_names(tmp_path / "toy", per_language=60)))
-    limits = ["trainer.max_epochs=1", "model.hidden_size=16", "logger=none", "callbacks=none"]
+    limits = ["trainer.max_epochs=1", "model.hidden_size=16", "logger=none"]
     assert main(["--seeds", "1", *limits, f"paths.log_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     seed_row = next(line for line in out.splitlines() if line.startswith("| 1 |"))
-    seconds, acc, balanced, f1 = (float(v) for v in seed_row.strip("| ").split(" | ")[1:])
+    cells = [float(v) for v in seed_row.strip("| ").split(" | ")[1:]]
+    seconds, acc, balanced, f1, seen_share, acc_seen, acc_unseen, other = cells
     assert seconds > 0 and 0 <= balanced <= 1 and 0 <= f1 <= 1 and 0.3 <= acc <= 1
-    assert "| mean ± std |" in out
+    # the made-up names are all different: no test name is seen in training
+    assert (seen_share, acc_seen, other) == (0, 0, 0) and acc_unseen == acc
+    mean_row = next(line for line in out.splitlines() if line.startswith("| mean ± std |"))
+    assert len(mean_row.strip("| ").split(" | ")) == 1 + len(cells)

@@ -431,6 +431,52 @@ def names_throughput_runs(repeats: int, tiny: bool) -> tuple[list[list[str]], fl
 # ---------------------------------------------------------------- the headline, over seeds
 
 HEADLINE = ("test/acc", "test/balanced_acc", "test/f1_macro")
+SEEN = ("seen share", "acc seen", "acc unseen", "seen, other language")
+
+
+@torch.no_grad()
+def seen_and_unseen(ckpt_path: Path) -> dict[str, float]:
+    """How the best checkpoint of a names run scores on the test lines whose name is also in its
+    training split ("seen") and on the others, the split redrawn from the checkpoint's config.
+
+    ``seen share``: the fraction of test lines that are seen. ``seen, other language``: how many
+    seen test lines carry a language that is not the one their name carries most often in
+    training (a model that follows its training lines answers them with that one instead).
+    ``accuracy`` is the whole test split's, which must equal the run's own ``test/acc``.
+    """
+    from collections import Counter
+
+    from rnnlab.evaluate import restore
+
+    _, dm, task = restore(ckpt_path)
+    dm.setup()
+    train_y = dm.splits["train"].tensors["y"].tolist()
+    languages: dict[str, Counter] = {}
+    for name, c in zip(dm.texts["train"], train_y, strict=True):
+        languages.setdefault(name, Counter())[c] += 1
+    test = dm.splits["test"].tensors
+    predicted = torch.cat(
+        [
+            task(test["x"][i : i + 512], test["lengths"][i : i + 512]).argmax(-1)
+            for i in range(0, len(test["y"]), 512)
+        ]
+    )
+    right = (predicted == test["y"]).tolist()
+    seen = [name in languages for name in dm.texts["test"]]
+    other = 0
+    for name, c in zip(dm.texts["test"], test["y"].tolist(), strict=True):
+        counts = languages.get(name)
+        if counts and counts[c] < max(counts.values()):
+            other += 1
+    n_seen = sum(seen)
+    n_unseen = len(seen) - n_seen
+    return {
+        "accuracy": sum(right) / len(right),
+        "seen share": n_seen / len(seen),
+        "acc seen": sum(r for r, s in zip(right, seen, strict=True) if s) / max(n_seen, 1),
+        "acc unseen": sum(r for r, s in zip(right, seen, strict=True) if not s) / max(n_unseen, 1),
+        "seen, other language": float(other),
+    }
 
 
 def seed_runs(seeds: list[int], overrides: list[str], data_dir: Path) -> list[dict]:
@@ -438,12 +484,28 @@ def seed_runs(seeds: list[int], overrides: list[str], data_dir: Path) -> list[di
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            seconds, metrics = process_run(
-                data_dir, Path(tmp) / f"seed{seed}", [f"seed={seed}", *overrides]
-            )
+            out = Path(tmp) / f"seed{seed}"
+            seconds, metrics = process_run(data_dir, out, [f"seed={seed}", *overrides])
             rows.append({"seed": seed, "seconds": seconds, **{k: metrics[k] for k in HEADLINE}})
-            print(_row(str(seed), [rows[-1][k] for k in ("seconds", *HEADLINE)]), flush=True)
+            best = out / "checkpoints" / "best.ckpt"
+            if best.is_file():  # absent with callbacks=none: no breakdown then
+                breakdown = seen_and_unseen(best)
+                if abs(breakdown.pop("accuracy") - metrics["test/acc"]) > 1e-6:
+                    raise RuntimeError(
+                        f"seed {seed}: best.ckpt scores {breakdown} on the redrawn test split, "
+                        f"not the run's test/acc {metrics['test/acc']:.4f}"
+                    )
+                rows[-1].update(breakdown)
+            cells = [rows[-1][k] for k in ("seconds", *HEADLINE)]
+            cells += [_seen_cell(k, rows[-1].get(k)) for k in SEEN]
+            print(_row(str(seed), cells), flush=True)
     return rows
+
+
+def _seen_cell(key: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if key == "seen, other language" else f"{value:.4f}"
 
 
 def _row(first: str, values: list) -> str:
@@ -477,8 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         f"seeds {' '.join(map(str, args.seeds))}, OMP_NUM_THREADS={threads}"
     )
     print()
-    print("| seed | seconds | " + " | ".join(HEADLINE) + " |")
-    print("|---|---|---|---|---|")
+    print("| seed | seconds | " + " | ".join((*HEADLINE, *SEEN)) + " |")
+    print("|" + "---|" * (2 + len(HEADLINE) + len(SEEN)))
     try:
         rows = seed_runs(args.seeds, args.overrides, data_dir)
     except subprocess.CalledProcessError as e:
@@ -487,27 +549,20 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    keys = ("seconds", *HEADLINE)
+    keys = ("seconds", *HEADLINE, *(k for k in SEEN if all(k in r for r in rows)))
     columns = {k: [r[k] for r in rows] for k in keys}
-    spread = (lambda v: statistics.stdev(v)) if len(rows) > 1 else (lambda v: 0.0)
-    print(
-        _row(
-            "mean ± std",
-            [
-                f"{statistics.fmean(columns[k]):{'.1f' if k == 'seconds' else '.4f'}} ± "
-                f"{spread(columns[k]):{'.1f' if k == 'seconds' else '.4f'}}"
-                for k in keys
-            ],
-        )
-    )
+    spread = statistics.stdev if len(rows) > 1 else (lambda v: 0.0)
+
+    def fmt(key: str, value: float) -> str:
+        return f"{value:{'.1f' if key in ('seconds', 'seen, other language') else '.4f'}}"
+
+    blank = ["-"] * (1 + len(HEADLINE) + len(SEEN) - len(keys))
+    mean = [f"{fmt(k, statistics.fmean(columns[k]))} ± {fmt(k, spread(columns[k]))}" for k in keys]
+    print(_row("mean ± std", mean + blank))
     print(
         _row(
             "min-max",
-            [
-                f"{min(columns[k]):{'.1f' if k == 'seconds' else '.4f'}}-"
-                f"{max(columns[k]):{'.1f' if k == 'seconds' else '.4f'}}"
-                for k in keys
-            ],
+            [f"{fmt(k, min(columns[k]))}-{fmt(k, max(columns[k]))}" for k in keys] + blank,
         )
     )
     return 0
