@@ -213,6 +213,23 @@ def test_a_full_disk_in_the_writer_is_raised_once_and_keeps_the_older_file(
     assert not writer_threads()
 
 
+def test_a_failed_write_keeps_its_error_but_not_the_serialised_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    monkeypatch.setattr(checkpoints.os, "fsync", enospc)
+    io.save_checkpoint({"weights": torch.zeros(100_000)}, tmp_path / "last.ckpt")  # 400 kB
+    with pytest.raises(DiskFull) as raised:
+        io.wait()
+    held = []  # what every frame between the writer and the raise still holds (a level deep)
+    for error in (raised.value, raised.value.__cause__):
+        tb = error.__traceback__
+        while tb is not None:
+            for value in tb.tb_frame.f_locals.values():
+                held += value if isinstance(value, tuple) else [value]
+            tb = tb.tb_next
+    assert not [v for v in held if isinstance(v, (bytes, memoryview)) and len(v) > 100_000]
+    io.teardown()
+
+
 def test_a_failed_write_is_logged_not_raised_while_another_error_goes_on(
     tmp_path, monkeypatch, caplog
 ):

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -258,6 +259,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             task(*args)
         except BaseException as e:  # noqa: BLE001 - kept, and raised on the training thread
+            # the error is kept until raised: not the serialised checkpoint its frames still hold
+            args = ()  # noqa: F841
+            traceback.clear_frames(e.__traceback__.tb_next)
             if no_space(e):  # the temporary file is gone; the previous checkpoint untouched
                 full = DiskFull(path)
                 full.__cause__ = e
