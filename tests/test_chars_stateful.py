@@ -296,19 +296,14 @@ def test_a_ddp_run_stopped_mid_epoch_resumes_each_process_streams_exactly(tmp_pa
     import json
 
     from conftest import run_cli
-    from test_distributed import assert_same_run, sigterm_rank_zero
+    from test_distributed import assert_same_run, reference_and_stopped
 
     # 20000 characters: about 100 batches an epoch in each process, so a SIGTERM sent when the
     # first epoch's last.ckpt appears lands part-way through the second
     args = [*RUN, f"data.path={letters(tmp_path, TEXT * 10)}", "model.hidden_size=64"]
     args = [a for a in args if not a.startswith(("trainer.accelerator", "trainer.determ"))]
     args = [*args, "trainer=ddp_cpu", "trainer.max_epochs=3"]
-    reference = tmp_path / "reference"
-    result = run_cli([*args, f"hydra.run.dir={reference}"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "run"
-    result, _, _ = sigterm_rank_zero(args, run)
-    assert result.returncode == 143, result.stderr[-3000:]
+    reference, run = reference_and_stopped(args, tmp_path)
     a = json.loads((reference / "metrics.json").read_text())
     steps_per_epoch = a["global_step"] // 3
     stopped = load_checkpoint(run / "checkpoints" / "last.ckpt")

@@ -368,15 +368,22 @@ def test_sigterm_to_rank_zero_of_a_ddp_run_saves_and_exits_promptly(ddp_names, t
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
 
 
-@pytest.mark.slow  # three DDP runs
-def test_ddp_run_stopped_mid_epoch_then_resumed_equals_an_uninterrupted_run(ddp_names, tmp_path):
-    args = [*ddp_names, "model.num_layers=2", "model.dropout=0.3", "trainer.max_epochs=3"]
+def reference_and_stopped(args: list[str], tmp_path: Path) -> tuple[Path, Path]:
+    """The folders of two DDP runs of ``args``: one uninterrupted, one whose rank 0 got SIGTERM
+    once its first epoch's last.ckpt existed (exit status 143)."""
     reference = tmp_path / "reference"
     result = run_cli([*args, f"hydra.run.dir={reference}"])
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     result, _, _ = sigterm_rank_zero(args, run)
     assert result.returncode == 143, result.stderr[-3000:]
+    return reference, run
+
+
+@pytest.mark.slow  # three DDP runs
+def test_ddp_run_stopped_mid_epoch_then_resumed_equals_an_uninterrupted_run(ddp_names, tmp_path):
+    args = [*ddp_names, "model.num_layers=2", "model.dropout=0.3", "trainer.max_epochs=3"]
+    reference, run = reference_and_stopped(args, tmp_path)
     stopped_at = json.loads((run / "metrics.json").read_text())["global_step"]
     assert stopped_at % DDP_NAMES_STEPS != 0  # part-way through epoch 1
     result = run_cli([*args, f"hydra.run.dir={run}", "resume=true"])

@@ -490,29 +490,26 @@ def seed_runs(seeds: list[int], overrides: list[str], data_dir: Path) -> list[di
             best = out / "checkpoints" / "best.ckpt"
             if best.is_file():  # absent with callbacks=none: no breakdown then
                 breakdown = seen_and_unseen(best)
-                if abs(breakdown.pop("accuracy") - metrics["test/acc"]) > 1e-6:
+                accuracy = breakdown.pop("accuracy")
+                if abs(accuracy - metrics["test/acc"]) > 1e-6:
                     raise RuntimeError(
-                        f"seed {seed}: best.ckpt scores {breakdown} on the redrawn test split, "
+                        f"seed {seed}: best.ckpt scores {accuracy:.4f} on the redrawn test split, "
                         f"not the run's test/acc {metrics['test/acc']:.4f}"
                     )
                 rows[-1].update(breakdown)
-            cells = [rows[-1][k] for k in ("seconds", *HEADLINE)]
-            cells += [_seen_cell(k, rows[-1].get(k)) for k in SEEN]
+            cells = [_cell(k, rows[-1].get(k)) for k in ("seconds", *HEADLINE, *SEEN)]
             print(_row(str(seed), cells), flush=True)
     return rows
 
 
-def _seen_cell(key: str, value: float | None) -> str:
+def _cell(key: str, value: float | None) -> str:
+    """A table cell: seconds and counts to one decimal, rates to four, ``-`` for none."""
     if value is None:
         return "-"
-    return f"{value:.0f}" if key == "seen, other language" else f"{value:.4f}"
+    return f"{value:{'.1f' if key in ('seconds', 'seen, other language') else '.4f'}}"
 
 
-def _row(first: str, values: list) -> str:
-    cells = [
-        v if isinstance(v, str) else f"{v:.1f}" if i == 0 else f"{v:.4f}"
-        for i, v in enumerate(values)
-    ]
+def _row(first: str, cells: list[str]) -> str:
     return "| " + " | ".join([first, *cells]) + " |"
 
 
@@ -552,19 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("seconds", *HEADLINE, *(k for k in SEEN if all(k in r for r in rows)))
     columns = {k: [r[k] for r in rows] for k in keys}
     spread = statistics.stdev if len(rows) > 1 else (lambda v: 0.0)
-
-    def fmt(key: str, value: float) -> str:
-        return f"{value:{'.1f' if key in ('seconds', 'seen, other language') else '.4f'}}"
-
     blank = ["-"] * (1 + len(HEADLINE) + len(SEEN) - len(keys))
-    mean = [f"{fmt(k, statistics.fmean(columns[k]))} ± {fmt(k, spread(columns[k]))}" for k in keys]
+    mean = [f"{_cell(k, statistics.fmean(c))} ± {_cell(k, spread(c))}" for k, c in columns.items()]
     print(_row("mean ± std", mean + blank))
-    print(
-        _row(
-            "min-max",
-            [f"{fmt(k, min(columns[k]))}-{fmt(k, max(columns[k]))}" for k in keys] + blank,
-        )
-    )
+    span = [f"{_cell(k, min(c))}-{_cell(k, max(c))}" for k, c in columns.items()]
+    print(_row("min-max", span + blank))
     return 0
 
 

@@ -260,7 +260,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             task(*args)
         except BaseException as e:  # noqa: BLE001 - kept, and raised on the training thread
             # the error is kept until raised: not the serialised checkpoint its frames still hold
-            args = ()  # noqa: F841
+            del args
             traceback.clear_frames(e.__traceback__.tb_next)
             if no_space(e):  # the temporary file is gone; the previous checkpoint untouched
                 full = DiskFull(path)
