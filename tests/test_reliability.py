@@ -338,6 +338,7 @@ class CopyLastAtEpochStart(L.Callback):
         if trainer.current_epoch == 1:
             import shutil
 
+            trainer.strategy.checkpoint_io.wait()  # epoch 0's last.ckpt is written off this thread
             shutil.copy(self.target.parent / "last.ckpt", self.target)
 
 
@@ -387,6 +388,7 @@ def test_last_checkpoint_every_n_steps(tmp_path):
     class Watch(L.Callback):
         def on_train_batch_end(self, trainer, *args) -> None:
             last = tmp_path / "checkpoints" / "last.ckpt"
+            trainer.strategy.checkpoint_io.wait()  # the writes queued so far, on disk
             if last.exists():
                 steps.append(load_checkpoint(last)["global_step"])
 
